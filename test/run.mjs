@@ -7,10 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const uvuBin = join(dirname(createRequire(import.meta.url).resolve('uvu/package.json')), 'bin.js');
+const uvuBin = join(root, 'node_modules', 'uvu', 'bin.js');
 const filters = process.argv.slice(2);
 
 function walk(dir) {
@@ -37,7 +36,7 @@ for (const file of files) {
   const pattern = `^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`;
   const r = spawnSync(process.execPath, ['--import', 'tsx', uvuBin, dirname(file), pattern], {
     cwd: root,
-    env: { ...process.env, FORCE_COLOR: '0', NO_COLOR: '1' },
+    env: { ...process.env, FORCE_COLOR: '0' },
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
   });
