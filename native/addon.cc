@@ -1,0 +1,412 @@
+// N-API bindings of the dystro kernels: the flat names of ABI_EXPORTS (src/kernels/abi.ts), each taking
+// the caller's typed arrays and operating on their memory in place (no copies). src/kernels/native.ts
+// adapts these to the KernelBackend interface.
+//
+// Signatures (JS view; every count or status is a number, 64-bit values are bigint):
+//   abiVersion(): number
+//   xxh64(bytes: Uint8Array, seed: bigint): bigint | number(status)
+//   hashTokens(tokens: Uint32Array, blockSize: number, seed: bigint, out: BigUint64Array): number
+//   hashBytes(bytes: Uint8Array, blockSize: number, seed: bigint, out: BigUint64Array): number
+//   hashTokensBatch(tokens: Uint32Array, offsets: Uint32Array, seeds: BigUint64Array, blockSize: number,
+//                   out: BigUint64Array, outOffsets: Uint32Array): number
+//   jump(key: bigint, buckets: number): number
+//   jumpBatch(keys: BigUint64Array, buckets: number, out: Int32Array): number
+//   ringLookup(points: Uint32Array, nodes: Int32Array, index: Uint32Array, bits: number, key: bigint): number
+//   ringLookupBatch(points, nodes, index, bits, keys: BigUint64Array, out: Int32Array): number
+//   ringAssignBounded(points, nodes, index, bits, nodeCount: number, keys: BigUint64Array,
+//                     loads: Uint32Array, shares: Float64Array, c: number, out: Int32Array): number
+//   maglevBuild(offsets: Uint32Array, skips: Uint32Array, weights: Uint32Array, size: number,
+//               tableOut: Int32Array): number
+//   maglevLookup(table: Int32Array, key: bigint): number
+//   maglevLookupBatch(table: Int32Array, keys: BigUint64Array, out: Int32Array): number
+//   maglevAssignBounded(table: Int32Array, nodeCount: number, keys: BigUint64Array, loads: Uint32Array,
+//                       shares: Float64Array, c: number, out: Int32Array): number
+//   rendezvousLookup(nodeHashes: BigUint64Array, weights: Float64Array, key: bigint): number
+//   rendezvousLookupBatch(nodeHashes: BigUint64Array, weights: Float64Array, keys: BigUint64Array,
+//                         out: Int32Array): number
+//
+// Nothing here throws into JS: an argument of the wrong type (a plain Array, an Int32Array where a
+// Uint32Array is due, a number where a bigint is due, a missing argument) returns BAD_ARG, following
+// abi.ts ("nothing throws and nothing traps"). A bigint outside 0 … 2^64−1 is taken mod 2^64, as
+// BigInt.asUintN(64, x) and the wasm i64 conversion do.
+//
+// Why the hot paths use the N-API C functions rather than node-addon-api's wrappers: Napi::CallbackInfo
+// heap-allocates its argument array beyond six arguments (ringAssignBounded has ten), and
+// Napi::TypedArrayOf<T> spends one N-API call on the type check and another on the data, where one
+// napi_get_typedarray_info answers type, length and data together. At roughly 5–15 ns per N-API call
+// (TOOLCHAIN.md: 19 ns for an empty call) that is most of a ring lookup. node-addon-api still provides
+// the module registration.
+#include <napi.h>
+
+#include <cmath>
+#include <string>
+
+#include "kernels.h"
+
+namespace {
+
+using dystro::kBadArg;
+using dystro::kOk;
+
+constexpr size_t kMaxArgs = 10;
+
+template <typename T>
+struct Span {
+  T* data = nullptr;
+  size_t len = 0;  // elements
+};
+
+template <typename T>
+struct ArrayType;
+template <>
+struct ArrayType<uint8_t> {
+  static constexpr napi_typedarray_type kType = napi_uint8_array;
+};
+template <>
+struct ArrayType<uint32_t> {
+  static constexpr napi_typedarray_type kType = napi_uint32_array;
+};
+template <>
+struct ArrayType<int32_t> {
+  static constexpr napi_typedarray_type kType = napi_int32_array;
+};
+template <>
+struct ArrayType<uint64_t> {
+  static constexpr napi_typedarray_type kType = napi_biguint64_array;
+};
+template <>
+struct ArrayType<double> {
+  static constexpr napi_typedarray_type kType = napi_float64_array;
+};
+
+// The arguments of one call. Missing arguments read as `undefined` (napi_get_cb_info pads them), so
+// they fail the type checks below instead of being read out of bounds.
+struct Args {
+  napi_value v[kMaxArgs];
+  bool ok;
+  Args(napi_env env, napi_callback_info info) {
+    size_t argc = kMaxArgs;
+    ok = napi_get_cb_info(env, info, &argc, v, nullptr, nullptr) == napi_ok;
+  }
+};
+
+// A typed array of exactly element type T (a Buffer counts as a Uint8Array), viewed in place. A
+// detached buffer reads as length 0.
+template <typename T>
+bool ReadArray(napi_env env, napi_value value, Span<T>* out) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, value, &type, &length, &data, nullptr, nullptr) != napi_ok) return false;
+  if (type != ArrayType<T>::kType) return false;
+  if (data == nullptr) length = 0;
+  out->data = static_cast<T*>(data);
+  out->len = length;
+  return true;
+}
+
+// A bigint, reduced mod 2^64 (the lossless flag is ignored on purpose, see the top of the file).
+bool ReadU64(napi_env env, napi_value value, uint64_t* out) {
+  bool lossless;
+  return napi_get_value_bigint_uint64(env, value, out, &lossless) == napi_ok;
+}
+
+bool ReadNumber(napi_env env, napi_value value, double* out) {
+  return napi_get_value_double(env, value, out) == napi_ok;
+}
+
+// A JS number that must be an integer in [0, max]; anything else (including a non-number) is false.
+bool ReadCount(napi_env env, napi_value value, double max, size_t* out) {
+  double d;
+  if (!ReadNumber(env, value, &d)) return false;
+  if (!(d >= 0 && d <= max) || std::floor(d) != d) return false;
+  *out = static_cast<size_t>(d);
+  return true;
+}
+
+// Block size: BAD_ARG when not a number, BLOCK_SIZE when not an integer in 1 … 1024 (the JS reference
+// rejects 16.5 with BLOCK_SIZE too).
+int32_t ReadBlockSize(napi_env env, napi_value value, uint32_t* out) {
+  double d;
+  if (!ReadNumber(env, value, &d)) return kBadArg;
+  if (!(d >= dystro::kMinBlockSize && d <= dystro::kMaxBlockSize) || std::floor(d) != d) return dystro::kBlockSize;
+  *out = static_cast<uint32_t>(d);
+  return kOk;
+}
+
+// Ring arguments points, nodes, index, bits at v[first …]. A `bits` outside 1 … 24 (or non-integer) is
+// kept as 0 so that CheckRing reports BAD_ARG, except for an empty ring, which is NO_NODE regardless.
+bool ReadRing(napi_env env, const napi_value* v, dystro::Ring* ring) {
+  Span<uint32_t> p;
+  Span<int32_t> nd;
+  Span<uint32_t> ix;
+  double bits;
+  if (!ReadArray(env, v[0], &p) || !ReadArray(env, v[1], &nd) || !ReadArray(env, v[2], &ix) ||
+      !ReadNumber(env, v[3], &bits)) {
+    return false;
+  }
+  ring->points = p.data;
+  ring->n = p.len;
+  ring->nodes = nd.data;
+  ring->nodesLen = nd.len;
+  ring->index = ix.data;
+  ring->indexLen = ix.len;
+  const bool bitsOk = bits >= dystro::kMinRingIndexBits && bits <= dystro::kMaxRingIndexBits && std::floor(bits) == bits;
+  ring->bits = bitsOk ? static_cast<uint32_t>(bits) : 0;
+  return true;
+}
+
+napi_value Int32(napi_env env, int32_t value) {
+  napi_value result = nullptr;
+  napi_create_int32(env, value, &result);
+  return result;
+}
+
+// Counts can exceed 2^31 (hashBytes with B = 1 over a 3 GB buffer); int64 → Number is exact below 2^53.
+napi_value Int64(napi_env env, int64_t value) {
+  napi_value result = nullptr;
+  napi_create_int64(env, value, &result);
+  return result;
+}
+
+napi_value BadArg(napi_env env) { return Int32(env, kBadArg); }
+
+// ---- bindings ------------------------------------------------------------------------------------
+
+napi_value AbiVersion(napi_env env, napi_callback_info /*info*/) { return Int32(env, dystro::kAbiVersion); }
+
+napi_value Xxh64(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint8_t> bytes;
+  uint64_t seed;
+  if (!a.ok || !ReadArray(env, a.v[0], &bytes) || !ReadU64(env, a.v[1], &seed)) return BadArg(env);
+  napi_value result = nullptr;  // control path: allocating the bigint is allowed here
+  napi_create_bigint_uint64(env, dystro::Xxh64(bytes.data, bytes.len, seed), &result);
+  return result;
+}
+
+napi_value HashTokens(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint32_t> tokens;
+  uint64_t seed;
+  Span<uint64_t> out;
+  uint32_t blockSize = 0;
+  if (!a.ok || !ReadArray(env, a.v[0], &tokens) || !ReadU64(env, a.v[2], &seed) || !ReadArray(env, a.v[3], &out)) {
+    return BadArg(env);
+  }
+  const int32_t bs = ReadBlockSize(env, a.v[1], &blockSize);
+  if (bs != kOk) return Int32(env, bs);
+  return Int64(env, dystro::HashTokens(tokens.data, tokens.len, blockSize, seed, out.data, out.len));
+}
+
+napi_value HashBytes(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint8_t> bytes;
+  uint64_t seed;
+  Span<uint64_t> out;
+  uint32_t blockSize = 0;
+  if (!a.ok || !ReadArray(env, a.v[0], &bytes) || !ReadU64(env, a.v[2], &seed) || !ReadArray(env, a.v[3], &out)) {
+    return BadArg(env);
+  }
+  const int32_t bs = ReadBlockSize(env, a.v[1], &blockSize);
+  if (bs != kOk) return Int32(env, bs);
+  return Int64(env, dystro::HashBytes(bytes.data, bytes.len, blockSize, seed, out.data, out.len));
+}
+
+napi_value HashTokensBatch(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint32_t> tokens;
+  Span<uint32_t> offsets;
+  Span<uint64_t> seeds;
+  Span<uint64_t> out;
+  Span<uint32_t> outOffsets;
+  uint32_t blockSize = 0;
+  if (!a.ok || !ReadArray(env, a.v[0], &tokens) || !ReadArray(env, a.v[1], &offsets) ||
+      !ReadArray(env, a.v[2], &seeds) || !ReadArray(env, a.v[4], &out) || !ReadArray(env, a.v[5], &outOffsets)) {
+    return BadArg(env);
+  }
+  const int32_t bs = ReadBlockSize(env, a.v[3], &blockSize);
+  if (bs != kOk) return Int32(env, bs);
+  return Int64(env, dystro::HashTokensBatch(tokens.data, tokens.len, offsets.data, offsets.len, seeds.data, seeds.len,
+                                            blockSize, out.data, out.len, outOffsets.data, outOffsets.len));
+}
+
+napi_value Jump(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  uint64_t key;
+  double buckets;
+  if (!a.ok || !ReadU64(env, a.v[0], &key) || !ReadNumber(env, a.v[1], &buckets)) return BadArg(env);
+  return Int32(env, dystro::Jump(key, buckets));
+}
+
+napi_value JumpBatch(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint64_t> keys;
+  double buckets;
+  Span<int32_t> out;
+  if (!a.ok || !ReadArray(env, a.v[0], &keys) || !ReadNumber(env, a.v[1], &buckets) || !ReadArray(env, a.v[2], &out)) {
+    return BadArg(env);
+  }
+  return Int64(env, dystro::JumpBatch(keys.data, keys.len, buckets, out.data, out.len));
+}
+
+napi_value RingLookup(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::Ring ring;
+  uint64_t key;
+  if (!a.ok || !ReadRing(env, a.v, &ring) || !ReadU64(env, a.v[4], &key)) return BadArg(env);
+  return Int32(env, dystro::RingLookup(ring, key));
+}
+
+napi_value RingLookupBatch(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::Ring ring;
+  Span<uint64_t> keys;
+  Span<int32_t> out;
+  if (!a.ok || !ReadRing(env, a.v, &ring) || !ReadArray(env, a.v[4], &keys) || !ReadArray(env, a.v[5], &out)) {
+    return BadArg(env);
+  }
+  return Int64(env, dystro::RingLookupBatch(ring, keys.data, keys.len, out.data, out.len));
+}
+
+napi_value RingAssignBounded(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::Ring ring;
+  size_t nodeCount;
+  Span<uint64_t> keys;
+  Span<uint32_t> loads;
+  Span<double> shares;
+  double c;
+  Span<int32_t> out;
+  if (!a.ok || !ReadRing(env, a.v, &ring) || !ReadCount(env, a.v[4], 4294967295.0, &nodeCount) ||
+      !ReadArray(env, a.v[5], &keys) || !ReadArray(env, a.v[6], &loads) || !ReadArray(env, a.v[7], &shares) ||
+      !ReadNumber(env, a.v[8], &c) || !ReadArray(env, a.v[9], &out)) {
+    return BadArg(env);
+  }
+  return Int64(env, dystro::RingAssignBounded(ring, nodeCount, keys.data, keys.len, loads.data, loads.len, shares.data,
+                                              shares.len, c, out.data, out.len));
+}
+
+napi_value MaglevBuild(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint32_t> offsets;
+  Span<uint32_t> skips;
+  Span<uint32_t> weights;
+  double size;
+  Span<int32_t> table;
+  if (!a.ok || !ReadArray(env, a.v[0], &offsets) || !ReadArray(env, a.v[1], &skips) ||
+      !ReadArray(env, a.v[2], &weights) || !ReadNumber(env, a.v[3], &size) || !ReadArray(env, a.v[4], &table)) {
+    return BadArg(env);
+  }
+  if (skips.len != offsets.len || weights.len != offsets.len) return BadArg(env);
+  return Int64(env, dystro::MaglevBuild(offsets.data, skips.data, weights.data, offsets.len, size, table.data, table.len));
+}
+
+napi_value MaglevLookup(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<int32_t> table;
+  uint64_t key;
+  if (!a.ok || !ReadArray(env, a.v[0], &table) || !ReadU64(env, a.v[1], &key)) return BadArg(env);
+  return Int32(env, dystro::MaglevLookup(table.data, table.len, key));
+}
+
+napi_value MaglevLookupBatch(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<int32_t> table;
+  Span<uint64_t> keys;
+  Span<int32_t> out;
+  if (!a.ok || !ReadArray(env, a.v[0], &table) || !ReadArray(env, a.v[1], &keys) || !ReadArray(env, a.v[2], &out)) {
+    return BadArg(env);
+  }
+  return Int64(env, dystro::MaglevLookupBatch(table.data, table.len, keys.data, keys.len, out.data, out.len));
+}
+
+napi_value MaglevAssignBounded(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<int32_t> table;
+  size_t nodeCount;
+  Span<uint64_t> keys;
+  Span<uint32_t> loads;
+  Span<double> shares;
+  double c;
+  Span<int32_t> out;
+  if (!a.ok || !ReadArray(env, a.v[0], &table) || !ReadCount(env, a.v[1], 4294967295.0, &nodeCount) ||
+      !ReadArray(env, a.v[2], &keys) || !ReadArray(env, a.v[3], &loads) || !ReadArray(env, a.v[4], &shares) ||
+      !ReadNumber(env, a.v[5], &c) || !ReadArray(env, a.v[6], &out)) {
+    return BadArg(env);
+  }
+  return Int64(env, dystro::MaglevAssignBounded(table.data, table.len, nodeCount, keys.data, keys.len, loads.data,
+                                                loads.len, shares.data, shares.len, c, out.data, out.len));
+}
+
+napi_value RendezvousLookup(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint64_t> hashes;
+  Span<double> weights;
+  uint64_t key;
+  if (!a.ok || !ReadArray(env, a.v[0], &hashes) || !ReadArray(env, a.v[1], &weights) || !ReadU64(env, a.v[2], &key)) {
+    return BadArg(env);
+  }
+  if (weights.len != hashes.len) return BadArg(env);
+  return Int32(env, dystro::RendezvousLookup(hashes.data, weights.data, hashes.len, key));
+}
+
+napi_value RendezvousLookupBatch(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  Span<uint64_t> hashes;
+  Span<double> weights;
+  Span<uint64_t> keys;
+  Span<int32_t> out;
+  if (!a.ok || !ReadArray(env, a.v[0], &hashes) || !ReadArray(env, a.v[1], &weights) ||
+      !ReadArray(env, a.v[2], &keys) || !ReadArray(env, a.v[3], &out)) {
+    return BadArg(env);
+  }
+  if (weights.len != hashes.len) return BadArg(env);
+  return Int64(env,
+               dystro::RendezvousLookupBatch(hashes.data, weights.data, hashes.len, keys.data, keys.len, out.data, out.len));
+}
+
+// ---- registration --------------------------------------------------------------------------------
+
+struct Export {
+  const char* name;
+  napi_callback callback;
+};
+
+// Exactly ABI_EXPORTS of src/kernels/abi.ts, in the same order; native.ts checks every name is present.
+constexpr Export kExports[] = {
+    {"abiVersion", AbiVersion},
+    {"xxh64", Xxh64},
+    {"hashTokens", HashTokens},
+    {"hashBytes", HashBytes},
+    {"hashTokensBatch", HashTokensBatch},
+    {"jump", Jump},
+    {"jumpBatch", JumpBatch},
+    {"ringLookup", RingLookup},
+    {"ringLookupBatch", RingLookupBatch},
+    {"ringAssignBounded", RingAssignBounded},
+    {"maglevBuild", MaglevBuild},
+    {"maglevLookup", MaglevLookup},
+    {"maglevLookupBatch", MaglevLookupBatch},
+    {"maglevAssignBounded", MaglevAssignBounded},
+    {"rendezvousLookup", RendezvousLookup},
+    {"rendezvousLookupBatch", RendezvousLookupBatch},
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  for (const Export& e : kExports) {
+    napi_value fn;
+    if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.callback, nullptr, &fn) != napi_ok) {
+      // Surfaces as an exception from require(), which native.ts reports as "failed to load".
+      Napi::Error::New(env, std::string("dystro: could not create native function ") + e.name)
+          .ThrowAsJavaScriptException();
+      return exports;
+    }
+    exports.Set(e.name, Napi::Value(env, fn));
+  }
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(dystro, Init)
