@@ -1,0 +1,234 @@
+/**
+ * The native backend: the N-API addon built from `native/` by `npm run build:native`, adapted to
+ * {@link KernelBackend}.
+ *
+ * The addon exports the flat functions of ABI_EXPORTS (signatures listed at the top of native/addon.cc)
+ * and works on the caller's typed arrays in place, so a table here is nothing but the typed arrays the
+ * host built, held in a small class and passed back on every call. Nothing is copied and the hot-path
+ * methods are single calls that allocate nothing on the JS heap. The addon is optional: it is only
+ * there when a C++ toolchain was present at build time, and {@link loadNativeBackend} throws an Error
+ * saying why when it is not (select.ts turns that into a fallback).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import {
+  ABI_EXPORTS,
+  ABI_VERSION,
+  MAX_MAGLEV_SIZE,
+  Status,
+  type KernelBackend,
+  type KernelTable,
+} from './abi.js';
+
+/** The flat functions of native/addon.cc. Counts and statuses are numbers; 64-bit values are bigints. */
+interface NativeAddon {
+  abiVersion(): number;
+  /** The hash, or a negative status (a number) when the arguments have the wrong types. */
+  xxh64(bytes: Uint8Array, seed: bigint): bigint | number;
+  hashTokens(tokens: Uint32Array, blockSize: number, seed: bigint, out: BigUint64Array): number;
+  hashBytes(bytes: Uint8Array, blockSize: number, seed: bigint, out: BigUint64Array): number;
+  hashTokensBatch(
+    tokens: Uint32Array,
+    offsets: Uint32Array,
+    seeds: BigUint64Array,
+    blockSize: number,
+    out: BigUint64Array,
+    outOffsets: Uint32Array,
+  ): number;
+  jump(key: bigint, buckets: number): number;
+  jumpBatch(keys: BigUint64Array, buckets: number, out: Int32Array): number;
+  ringLookup(points: Uint32Array, nodes: Int32Array, index: Uint32Array, bits: number, key: bigint): number;
+  ringLookupBatch(
+    points: Uint32Array,
+    nodes: Int32Array,
+    index: Uint32Array,
+    bits: number,
+    keys: BigUint64Array,
+    out: Int32Array,
+  ): number;
+  ringAssignBounded(
+    points: Uint32Array,
+    nodes: Int32Array,
+    index: Uint32Array,
+    bits: number,
+    nodeCount: number,
+    keys: BigUint64Array,
+    loads: Uint32Array,
+    shares: Float64Array,
+    c: number,
+    out: Int32Array,
+  ): number;
+  maglevBuild(offsets: Uint32Array, skips: Uint32Array, weights: Uint32Array, size: number, tableOut: Int32Array): number;
+  maglevLookup(table: Int32Array, key: bigint): number;
+  maglevLookupBatch(table: Int32Array, keys: BigUint64Array, out: Int32Array): number;
+  maglevAssignBounded(
+    table: Int32Array,
+    nodeCount: number,
+    keys: BigUint64Array,
+    loads: Uint32Array,
+    shares: Float64Array,
+    c: number,
+    out: Int32Array,
+  ): number;
+  rendezvousLookup(nodeHashes: BigUint64Array, weights: Float64Array, key: bigint): number;
+  rendezvousLookupBatch(nodeHashes: BigUint64Array, weights: Float64Array, keys: BigUint64Array, out: Int32Array): number;
+}
+
+/** A ring: the host's sorted points, their node ids and the radix index, kept as given (not copied). */
+class NativeRing implements KernelTable {
+  readonly backend = 'native' as const;
+  readonly kind = 'ring' as const;
+  readonly size: number;
+  constructor(
+    readonly points: Uint32Array,
+    readonly nodes: Int32Array,
+    readonly index: Uint32Array,
+    readonly bits: number,
+    readonly nodeCount: number,
+  ) {
+    this.size = points.length;
+  }
+}
+
+/** A Maglev lookup table (entry → node id), allocated here on the control path and filled by the addon. */
+class NativeMaglev implements KernelTable {
+  readonly backend = 'native' as const;
+  readonly kind = 'maglev' as const;
+  readonly size: number;
+  constructor(
+    readonly entries: Int32Array,
+    readonly nodeCount: number,
+  ) {
+    this.size = entries.length;
+  }
+}
+
+/** Rendezvous needs no table beyond the node hashes and weights, kept as given. */
+class NativeRendezvous implements KernelTable {
+  readonly backend = 'native' as const;
+  readonly kind = 'rendezvous' as const;
+  readonly nodeCount: number;
+  readonly size: number;
+  constructor(
+    readonly nodeHashes: BigUint64Array,
+    readonly weights: Float64Array,
+  ) {
+    this.nodeCount = nodeHashes.length;
+    this.size = nodeHashes.length;
+  }
+}
+
+/** Where native/build.mjs (node-gyp --directory native) leaves the addon; the same from src/ and dist/. */
+const ADDON_URL = new URL('../../native/build/Release/dystro.node', import.meta.url);
+
+let loaded: KernelBackend | undefined;
+
+function requireAddon(): NativeAddon {
+  const path = fileURLToPath(ADDON_URL);
+  if (!existsSync(path)) {
+    throw new Error(
+      `The native addon is not built: ${path} does not exist. Run \`npm run build:native\` (needs a C++17 compiler, make and Python 3).`,
+    );
+  }
+  let mod: unknown;
+  try {
+    mod = createRequire(import.meta.url)(path);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`The native addon at ${path} failed to load: ${why}. Rebuild it with \`npm run build:native\`.`, {
+      cause: err,
+    });
+  }
+  const addon = mod as Record<string, unknown>;
+  const missing = ABI_EXPORTS.filter((name) => typeof addon[name] !== 'function');
+  if (missing.length > 0) {
+    throw new Error(`The native addon at ${path} lacks ${missing.join(', ')}. Rebuild it with \`npm run build:native\`.`);
+  }
+  const version = (addon as unknown as NativeAddon).abiVersion();
+  if (version !== ABI_VERSION) {
+    throw new Error(
+      `The native addon at ${path} reports ABI version ${String(version)}; this host expects ${ABI_VERSION}. Rebuild it with \`npm run build:native\`.`,
+    );
+  }
+  return addon as unknown as NativeAddon;
+}
+
+function adapt(addon: NativeAddon): KernelBackend {
+  return {
+    name: 'native',
+    abiVersion: () => addon.abiVersion(),
+
+    xxh64(bytes, seed) {
+      const h = addon.xxh64(bytes, seed);
+      if (typeof h !== 'bigint') {
+        throw new TypeError(`xxh64 expects a Uint8Array and a bigint seed (the native kernel returned status ${h})`);
+      }
+      return h;
+    },
+    hashTokens: (tokens, blockSize, seed, out) => addon.hashTokens(tokens, blockSize, seed, out),
+    hashBytes: (bytes, blockSize, seed, out) => addon.hashBytes(bytes, blockSize, seed, out),
+    hashTokensBatch: (tokens, offsets, seeds, blockSize, out, outOffsets) =>
+      addon.hashTokensBatch(tokens, offsets, seeds, blockSize, out, outOffsets),
+
+    jump: (key, buckets) => addon.jump(key, buckets),
+    jumpBatch: (keys, buckets, out) => addon.jumpBatch(keys, buckets, out),
+
+    ringCreate: (points, nodes, index, bits, nodeCount) => new NativeRing(points, nodes, index, bits, nodeCount),
+    ringLookup(table, key) {
+      const t = table as NativeRing;
+      return addon.ringLookup(t.points, t.nodes, t.index, t.bits, key);
+    },
+    ringLookupBatch(table, keys, out) {
+      const t = table as NativeRing;
+      return addon.ringLookupBatch(t.points, t.nodes, t.index, t.bits, keys, out);
+    },
+    ringAssignBounded(table, keys, loads, shares, c, out) {
+      const t = table as NativeRing;
+      return addon.ringAssignBounded(t.points, t.nodes, t.index, t.bits, t.nodeCount, keys, loads, shares, c, out);
+    },
+
+    maglevBuild(offsets, skips, weights, size) {
+      // Checked before allocating the table (up to 2^26 entries, 256 MiB); the addon re-checks everything.
+      if (!Number.isInteger(size) || size < 1 || size > MAX_MAGLEV_SIZE) return Status.BAD_ARG;
+      let entries: Int32Array;
+      try {
+        entries = new Int32Array(size);
+      } catch {
+        return Status.NO_MEMORY;
+      }
+      const status = addon.maglevBuild(offsets, skips, weights, size, entries);
+      return status < 0 ? status : new NativeMaglev(entries, offsets.length);
+    },
+    maglevEntries: (table) => (table as NativeMaglev).entries.slice(),
+    maglevLookup: (table, key) => addon.maglevLookup((table as NativeMaglev).entries, key),
+    maglevLookupBatch: (table, keys, out) => addon.maglevLookupBatch((table as NativeMaglev).entries, keys, out),
+    maglevAssignBounded(table, keys, loads, shares, c, out) {
+      const t = table as NativeMaglev;
+      return addon.maglevAssignBounded(t.entries, t.nodeCount, keys, loads, shares, c, out);
+    },
+
+    rendezvousCreate: (nodeHashes, weights) => new NativeRendezvous(nodeHashes, weights),
+    rendezvousLookup(table, key) {
+      const t = table as NativeRendezvous;
+      return addon.rendezvousLookup(t.nodeHashes, t.weights, key);
+    },
+    rendezvousLookupBatch(table, keys, out) {
+      const t = table as NativeRendezvous;
+      return addon.rendezvousLookupBatch(t.nodeHashes, t.weights, keys, out);
+    },
+
+    // The tables are ordinary typed arrays owned by the JS heap; the garbage collector frees them.
+    free() {},
+  };
+}
+
+/**
+ * Loads native/build/Release/dystro.node and checks its exports and ABI version. Throws an Error
+ * saying why when the addon is missing, fails to load (wrong platform, Node ABI, corrupt file) or is
+ * stale. The backend is created once per process.
+ */
+export function loadNativeBackend(): KernelBackend {
+  if (loaded === undefined) loaded = adapt(requireAddon());
+  return loaded;
+}
