@@ -2,7 +2,9 @@
 // the caller's typed arrays and operating on their memory in place (no copies). src/kernels/native.ts
 // adapts these to the KernelBackend interface.
 //
-// Signatures (JS view; every count or status is a number, 64-bit values are bigint):
+// Signatures (JS view; every count or status is a number, 64-bit values are bigint). The table arguments
+// (points, nodes, index, table, and rendezvous's nodeHashes and weights) take the typed array shown or
+// a DataView over one (faster to decode, see ReadTable).
 //   abiVersion(): number
 //   xxh64(bytes: Uint8Array, seed: bigint): bigint | number(status)
 //   hashTokens(tokens: Uint32Array, blockSize: number, seed: bigint, out: BigUint64Array): number
@@ -105,6 +107,25 @@ bool ReadArray(napi_env env, napi_value value, Span<T>* out) {
   return true;
 }
 
+// A table argument (ring points/nodes/index, Maglev entries, rendezvous hashes/weights): a typed array of
+// element type T, or a DataView over one. The DataView form exists for speed: N-API answers a DataView
+// in about 9 ns against 23–35 ns for a typed array, most of which goes into finding the element type
+// (a chain of IsInt8Array … IsBigUint64Array checks). native.ts makes the views once, when the table is
+// created, so a single ring lookup decodes three tables in ~27 ns instead of ~100. Memory safety does not
+// depend on the element type: the element count is the view's byte length / sizeof(T), and a view
+// not aligned for T is refused (typed arrays are always aligned; DataViews need not be).
+template <typename T>
+bool ReadTable(napi_env env, napi_value value, Span<T>* out) {
+  size_t bytes = 0;
+  void* data = nullptr;
+  if (napi_get_dataview_info(env, value, &bytes, &data, nullptr, nullptr) != napi_ok) return ReadArray(env, value, out);
+  if (data == nullptr) bytes = 0;
+  if (reinterpret_cast<uintptr_t>(data) % alignof(T) != 0) return false;
+  out->data = static_cast<T*>(data);
+  out->len = bytes / sizeof(T);
+  return true;
+}
+
 // A bigint, reduced mod 2^64 (the lossless flag is ignored on purpose, see the top of the file).
 bool ReadU64(napi_env env, napi_value value, uint64_t* out) {
   bool lossless;
@@ -134,14 +155,14 @@ int32_t ReadBlockSize(napi_env env, napi_value value, uint32_t* out) {
   return kOk;
 }
 
-// Ring arguments points, nodes, index, bits at v[first …]. A `bits` outside 1 … 24 (or non-integer) is
+// Ring arguments points, nodes, index (tables), bits at v[0 … 3]. A `bits` outside 1 … 24 (or non-integer) is
 // kept as 0 so that CheckRing reports BAD_ARG, except for an empty ring, which is NO_NODE regardless.
 bool ReadRing(napi_env env, const napi_value* v, dystro::Ring* ring) {
   Span<uint32_t> p;
   Span<int32_t> nd;
   Span<uint32_t> ix;
   double bits;
-  if (!ReadArray(env, v[0], &p) || !ReadArray(env, v[1], &nd) || !ReadArray(env, v[2], &ix) ||
+  if (!ReadTable(env, v[0], &p) || !ReadTable(env, v[1], &nd) || !ReadTable(env, v[2], &ix) ||
       !ReadNumber(env, v[3], &bits)) {
     return false;
   }
@@ -306,7 +327,7 @@ napi_value MaglevLookup(napi_env env, napi_callback_info info) {
   Args a(env, info);
   Span<int32_t> table;
   uint64_t key;
-  if (!a.ok || !ReadArray(env, a.v[0], &table) || !ReadU64(env, a.v[1], &key)) return BadArg(env);
+  if (!a.ok || !ReadTable(env, a.v[0], &table) || !ReadU64(env, a.v[1], &key)) return BadArg(env);
   return Int32(env, dystro::MaglevLookup(table.data, table.len, key));
 }
 
@@ -315,7 +336,7 @@ napi_value MaglevLookupBatch(napi_env env, napi_callback_info info) {
   Span<int32_t> table;
   Span<uint64_t> keys;
   Span<int32_t> out;
-  if (!a.ok || !ReadArray(env, a.v[0], &table) || !ReadArray(env, a.v[1], &keys) || !ReadArray(env, a.v[2], &out)) {
+  if (!a.ok || !ReadTable(env, a.v[0], &table) || !ReadArray(env, a.v[1], &keys) || !ReadArray(env, a.v[2], &out)) {
     return BadArg(env);
   }
   return Int64(env, dystro::MaglevLookupBatch(table.data, table.len, keys.data, keys.len, out.data, out.len));
@@ -330,7 +351,7 @@ napi_value MaglevAssignBounded(napi_env env, napi_callback_info info) {
   Span<double> shares;
   double c;
   Span<int32_t> out;
-  if (!a.ok || !ReadArray(env, a.v[0], &table) || !ReadCount(env, a.v[1], 4294967295.0, &nodeCount) ||
+  if (!a.ok || !ReadTable(env, a.v[0], &table) || !ReadCount(env, a.v[1], 4294967295.0, &nodeCount) ||
       !ReadArray(env, a.v[2], &keys) || !ReadArray(env, a.v[3], &loads) || !ReadArray(env, a.v[4], &shares) ||
       !ReadNumber(env, a.v[5], &c) || !ReadArray(env, a.v[6], &out)) {
     return BadArg(env);
@@ -344,7 +365,7 @@ napi_value RendezvousLookup(napi_env env, napi_callback_info info) {
   Span<uint64_t> hashes;
   Span<double> weights;
   uint64_t key;
-  if (!a.ok || !ReadArray(env, a.v[0], &hashes) || !ReadArray(env, a.v[1], &weights) || !ReadU64(env, a.v[2], &key)) {
+  if (!a.ok || !ReadTable(env, a.v[0], &hashes) || !ReadTable(env, a.v[1], &weights) || !ReadU64(env, a.v[2], &key)) {
     return BadArg(env);
   }
   if (weights.len != hashes.len) return BadArg(env);
@@ -357,7 +378,7 @@ napi_value RendezvousLookupBatch(napi_env env, napi_callback_info info) {
   Span<double> weights;
   Span<uint64_t> keys;
   Span<int32_t> out;
-  if (!a.ok || !ReadArray(env, a.v[0], &hashes) || !ReadArray(env, a.v[1], &weights) ||
+  if (!a.ok || !ReadTable(env, a.v[0], &hashes) || !ReadTable(env, a.v[1], &weights) ||
       !ReadArray(env, a.v[2], &keys) || !ReadArray(env, a.v[3], &out)) {
     return BadArg(env);
   }
