@@ -14,6 +14,9 @@ import { checkInteger, checkLoadFactor, checkNodeNames, checkU64, checkWeight, i
 
 const encoder = new TextEncoder();
 
+/** Upper bound on ring points (2^25 points ≈ 256 MiB of points, ids and index): beyond it, use Maglev. */
+export const MAX_RING_POINTS = 1 << 25;
+
 export type NodeSpec = string | { name: string; weight?: number };
 
 interface NormalizedNodes {
@@ -79,6 +82,32 @@ function checkLoads(loads: unknown, nodeCount: number): Uint32Array {
   return loads;
 }
 
+/**
+ * Sorts ring points ascending with their node ids: a stable LSD radix sort (two 16-bit passes), so equal
+ * points keep insertion order — the node inserted first wins a tie, as with hashring's stable sort.
+ */
+function sortPoints(pts: Uint32Array, ids: Int32Array): { points: Uint32Array; nodeIds: Int32Array } {
+  const n = pts.length;
+  let srcP: Uint32Array = pts;
+  let srcI: Int32Array = ids;
+  let dstP: Uint32Array = new Uint32Array(n);
+  let dstI: Int32Array = new Int32Array(n);
+  const count = new Uint32Array(65537);
+  for (const shift of [0, 16]) {
+    count.fill(0);
+    for (let i = 0; i < n; i++) count[((srcP[i] >>> shift) & 0xffff) + 1]++;
+    for (let b = 1; b <= 65536; b++) count[b] += count[b - 1];
+    for (let i = 0; i < n; i++) {
+      const to = count[(srcP[i] >>> shift) & 0xffff]++;
+      dstP[to] = srcP[i];
+      dstI[to] = srcI[i];
+    }
+    [srcP, dstP] = [dstP, srcP];
+    [srcI, dstI] = [dstI, srcI];
+  }
+  return { points: srcP, nodeIds: srcI };
+}
+
 const finalizer = new FinalizationRegistry<{ kernels: KernelBackend; table: KernelTable }>((h) => h.kernels.free(h.table));
 
 /** Shared life cycle of a table held by a backend: explicit free(), and a finalizer as a safety net. */
@@ -141,7 +170,9 @@ export interface RingOptions {
    * - `ketama-md5` (default): hashring/ketama compatible — for node s and i < vnodes·n·w_s/W,
    *   md5(`${s}-${i}`) gives 4 points (bytes 4j+3 … 4j, big-endian per group); a string key's position
    *   is the first 4 md5 bytes read little-endian. Same placement as the `hashring` npm package.
-   * - `xxh64`: the same number of points, point i of node s being the low 32 bits of XXH64(`${s}-${i}`).
+   * - `xxh64`: round(4 · vnodes · weight) points for node s (weights are absolute: 1 → 160 points), point
+   *   i being the low 32 bits of XXH64(`${s}-${i}`). Membership changes never move keys between the
+   *   nodes that stay; faster to build.
    */
   hash?: 'ketama-md5' | 'xxh64';
   /** Digests per node at equal weight, 4 points each (ketama: 40, i.e. 160 points a node). */
@@ -176,32 +207,34 @@ export class HashRing extends BackendTable {
   private static buildPoints(kernels: KernelBackend, norm: NormalizedNodes, hash: RingOptions['hash'], vnodes: number) {
     const n = norm.names.length;
     const total = norm.weights.reduce((a, b) => a + b, 0);
-    const pts: number[] = [];
-    const ids: number[] = [];
+    // Points per node. ketama-md5 follows hashring's (and libketama's) rule: floor(share · vnodes · n)
+    // digests of 4 points; counts derive from relative shares, so a membership change can shift another
+    // node's count by one digest (floating-point rounding) — kept as is for placement compatibility.
+    // xxh64 uses absolute weights: round(4 · vnodes · weight) points, independent of the other nodes, so
+    // adding or removing a node never moves keys between the nodes that stay.
+    const counts = norm.weights.map((w) => (hash === 'ketama-md5' ? 4 * Math.floor((w / total) * vnodes * n) : Math.max(1, Math.round(4 * vnodes * w))));
+    const planned = counts.reduce((a, b) => a + b, 0);
+    if (planned > MAX_RING_POINTS) fail('DYSTRO_ERR_TABLE_SIZE', 'ring points (nodes × vnodes × 4 × weight)', `at most ${MAX_RING_POINTS}`, planned);
+    const pts = new Uint32Array(planned);
+    const ids = new Int32Array(planned);
+    let at = 0;
     norm.names.forEach((name, id) => {
-      // hashring's rule: floor(share · vnodes · n) digests for this node.
-      const digests = Math.floor((norm.weights[id] / total) * vnodes * n);
       if (hash === 'ketama-md5') {
-        for (let i = 0; i < digests; i++) {
+        for (let i = 0; i < counts[id] / 4; i++) {
           const d = createHash('md5').update(`${name}-${i}`).digest();
           for (let j = 0; j < 4; j++) {
-            pts.push(((d[3 + j * 4] << 24) | (d[2 + j * 4] << 16) | (d[1 + j * 4] << 8) | d[j * 4]) >>> 0);
-            ids.push(id);
+            pts[at] = (d[3 + j * 4] << 24) | (d[2 + j * 4] << 16) | (d[1 + j * 4] << 8) | d[j * 4];
+            ids[at++] = id;
           }
         }
       } else {
-        for (let i = 0; i < digests * 4; i++) {
-          pts.push(Number(kernels.xxh64(encoder.encode(`${name}-${i}`), 0n) & 0xffffffffn));
-          ids.push(id);
+        for (let i = 0; i < counts[id]; i++) {
+          pts[at] = Number(kernels.xxh64(encoder.encode(`${name}-${i}`), 0n) & 0xffffffffn);
+          ids[at++] = id;
         }
       }
     });
-    // Sort by (point, insertion order): equal points resolve to the node inserted first, as hashring's
-    // stable sort does.
-    const order = pts.map((_, i) => i).sort((a, b) => pts[a] - pts[b] || a - b);
-    const points = Uint32Array.from(order, (i) => pts[i] >>> 0);
-    const nodeIds = Int32Array.from(order, (i) => ids[i]);
-    return { points, nodeIds };
+    return sortPoints(pts, ids);
   }
 
   private static buildIndex(points: Uint32Array, bits: number): Uint32Array {
