@@ -14,16 +14,23 @@ import { inMemory } from './guard';
 const LCG_MULT: u64 = 2862933555777941757;
 const TWO_POW_31: f64 = 2147483648.0;
 
+/**
+ * The loop of the reference, with b and j held as doubles. Both are integers below 2^62, exactly
+ * representable, and `Math.trunc` of the positive product is the reference's conversion to int64, so
+ * the values are identical; but a double → i64 conversion (`i64.trunc_sat_f64_s`) costs ~4× the whole
+ * rest of the iteration in V8 (measured: 57 ns against 13 ns a key at 1000 buckets), and doubles avoid
+ * it. (key >> 33) + 1 ≤ 2^31 converts as a signed i64 (one instruction) rather than as a u64.
+ */
 // @ts-ignore: decorator
 @inline
 function jumpCore(key: u64, buckets: i32): i32 {
-  let b: i64 = -1;
-  let j: i64 = 0;
-  while (j < i64(buckets)) {
+  const limit = f64(buckets);
+  let b: f64 = -1;
+  let j: f64 = 0;
+  while (j < limit) {
     b = j;
     key = key * LCG_MULT + 1;
-    // j < 2^31 · 2^31 = 2^62 always fits an i64; the conversion truncates a positive value = floor.
-    j = <i64>(f64(b + 1) * (TWO_POW_31 / f64((key >> 33) + 1)));
+    j = Math.trunc((b + 1) * (TWO_POW_31 / f64(<i64>((key >> 33) + 1))));
   }
   return <i32>b;
 }

@@ -72,7 +72,8 @@ const TWO_POW_M53: f64 = 1.1102230246251565e-16;
 @inline
 function score(key: u64, nodeHash: u64, weight: f64): f64 {
   const k = mix64(key ^ nodeHash) >> 12;
-  const u = <f64>((k << 1) + 1) * TWO_POW_M53; // 2k + 1 < 2^53: exact
+  // 2k + 1 < 2^53: exact in a double, and converted as signed (one instruction; u64 → f64 is several).
+  const u = f64(<i64>((k << 1) + 1)) * TWO_POW_M53;
   return weight / (0.0 - lnp(u));
 }
 
