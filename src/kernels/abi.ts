@@ -31,8 +31,8 @@
  *
  * Jump consistent hash (Lamping & Veach 2014, reference C++): b = −1, j = 0; while j < buckets:
  * b = j; key = key·2862933555777941757 + 1 (mod 2^64); j = floor((b + 1) · (2^31 / ((key >> 33) + 1)))
- * in IEEE double arithmetic, in exactly that order of operations. buckets ≥ 1 (else EMPTY), at most
- * 2^31 − 1. Returns b.
+ * in IEEE double arithmetic, in exactly that order of operations. buckets ≥ 1 (else EMPTY); above
+ * 2^31 − 1 the result is unspecified (the host refuses such counts). Returns b.
  *
  * Ring (ketama style): points u32[n] sorted ascending (ties in any order the host chose), nodes i32[n]
  * (the node id of each point), index u32[2^bits + 1] with index[p] = first i with points[i] ≥ p·2^(32−bits)
@@ -45,7 +45,8 @@
  * credit[i] = 0, entry[*] = −1, wmax = max weight, filled = 0. Repeat rounds until filled = M; in a round
  * for i = 0 … n−1: credit[i] += weight[i]; if credit[i] ≥ wmax: credit[i] −= wmax; while entry[pos[i]] ≥ 0:
  * pos[i] = (pos[i] + skip[i]) mod M; entry[pos[i]] = i; pos[i] = (pos[i] + skip[i]) mod M; filled += 1;
- * stop as soon as filled = M. Returns M, or BAD_ARG (n = 0, M < n, M > 2^26, offset/skip/weight out of
+ * stop as soon as filled = M. A node whose walk makes M probes without finding a free slot (possible
+ * only when M is not prime) makes the build return BAD_ARG. Returns M, or BAD_ARG (n = 0, M < n, M > 2^26, offset/skip/weight out of
  * range; primality is the host's check). Lookup: table[key mod M] (u64 modulo).
  *
  * Weighted rendezvous (HRW, Thaler & Ravishankar; weights after Schindelhauer & Schomaker's logarithmic
@@ -61,7 +62,11 @@
  * operation in that order (no fused multiply-add).
  *
  * Return values: single lookups return a node id, NO_NODE for an empty table, or EMPTY (jump with
- * buckets < 1). Batch lookups return keys.length, or OUT_TOO_SMALL when out is shorter than keys.
+ * buckets < 1). Batch lookups return keys.length, or OUT_TOO_SMALL when out is shorter than keys (and
+ * EMPTY for jumpBatch with buckets < 1). When several statuses apply, the first check in the reference
+ * wins. Table shapes (ring index length, node ids in range, one weight per node hash) are the host's
+ * guarantee; compiled backends may return BAD_ARG for malformed tables rather than read out of bounds.
+ * 64-bit arguments are taken mod 2^64 (the host refuses values outside 0 … 2^64−1).
  *
  * Bounded loads (Mirrokni, Thorup & Zadimoghaddam 2018) over a ring or a Maglev table: loads u32[nodes]
  * (updated in place), shares f64[nodes] (node i's share of capacity; 1/nodes when unweighted), c > 1.

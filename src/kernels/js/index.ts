@@ -267,7 +267,13 @@ export const jsBackend: KernelBackend = {
         credit[i] += weights[i];
         if (credit[i] < wmax) continue;
         credit[i] -= wmax;
-        while (entry[pos[i]] >= 0) pos[i] = (pos[i] + skips[i]) % size;
+        // A prime M makes every permutation visit each slot once; a non-prime M (the host's check) could
+        // cycle without finding a free slot, so the walk gives up after M probes.
+        let probes = 0;
+        while (entry[pos[i]] >= 0) {
+          pos[i] = (pos[i] + skips[i]) % size;
+          if (++probes === size) return Status.BAD_ARG;
+        }
         entry[pos[i]] = i;
         pos[i] = (pos[i] + skips[i]) % size;
         filled++;
