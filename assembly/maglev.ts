@@ -13,14 +13,21 @@
  * host's check) with skip sharing a factor with M would otherwise loop for ever; it returns BAD_ARG.
  */
 import { BAD_ARG, MAX_MAGLEV_SIZE, NO_NODE, OUT_TOO_SMALL } from './status';
-import { inMemory } from './guard';
+import { inMemory, overlaps } from './guard';
+
+/** True when the written region [ptr, ptr + bytes) overlaps any of the three input arrays. */
+// @ts-ignore: decorator
+@inline
+function overlapsInputs(ptr: usize, bytes: u64, offsetsPtr: usize, skipsPtr: usize, weightsPtr: usize, n4: u64): bool {
+  return overlaps(ptr, bytes, offsetsPtr, n4) || overlaps(ptr, bytes, skipsPtr, n4) || overlaps(ptr, bytes, weightsPtr, n4);
+}
 
 /**
  * Builds the table: n nodes with offset u32[n], skip u32[n], weight u32[n]; `size` = M entries (i32)
  * at `tablePtr`. Scratch from the host: pos u32[n] at `posScratchPtr`, credit u64[n] at
  * `creditScratchPtr` (u64 because credit + weight can reach 2 · (2^32 − 1)). Returns M, or BAD_ARG
  * (n = 0, M < n, M > 2^26, offset ≥ M, skip outside 1 … M−1, weight 0, a walk that cannot find an
- * empty slot, or a region outside memory).
+ * empty slot, a region outside memory, or a written region overlapping another).
  */
 export function maglevBuild(
   offsetsPtr: usize,
@@ -41,6 +48,21 @@ export function maglevBuild(
     !inMemory(posScratchPtr, n4) ||
     !inMemory(creditScratchPtr, u64(n) << 3) ||
     !inMemory(tablePtr, u64(size) << 2)
+  ) {
+    return BAD_ARG;
+  }
+  // The three written regions (pos, credit, table) must not overlap each other or the inputs: the
+  // walk re-reads skips, weights and pos while it writes, and a corrupted skip or pos would send it
+  // out of bounds, a zeroed weight would stall it.
+  const credit8 = u64(n) << 3;
+  const table4 = u64(size) << 2;
+  if (
+    overlaps(posScratchPtr, n4, creditScratchPtr, credit8) ||
+    overlaps(posScratchPtr, n4, tablePtr, table4) ||
+    overlaps(creditScratchPtr, credit8, tablePtr, table4) ||
+    overlapsInputs(posScratchPtr, n4, offsetsPtr, skipsPtr, weightsPtr, n4) ||
+    overlapsInputs(creditScratchPtr, credit8, offsetsPtr, skipsPtr, weightsPtr, n4) ||
+    overlapsInputs(tablePtr, table4, offsetsPtr, skipsPtr, weightsPtr, n4)
   ) {
     return BAD_ARG;
   }

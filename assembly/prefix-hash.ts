@@ -7,7 +7,7 @@
  * the host copied in already is the byte string to hash, with no conversion pass.
  */
 import { BAD_ARG, BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, OUT_TOO_SMALL } from './status';
-import { inMemory } from './guard';
+import { inMemory, overlaps } from './guard';
 import { xxh64Any, xxh64Stripes } from './xxh64';
 
 // @ts-ignore: decorator
@@ -99,6 +99,15 @@ export function hashTokensBatch(
   ) {
     return BAD_ARG;
   }
+  // outOffsets is written, then read back to place each chain: it must not overlap an input.
+  const outOffsetsBytes = u64(outOffsetsCount) << 2;
+  if (
+    overlaps(outOffsetsPtr, outOffsetsBytes, tokensPtr, u64(tokenCount) << 2) ||
+    overlaps(outOffsetsPtr, outOffsetsBytes, offsetsPtr, u64(offsetsCount) << 2) ||
+    overlaps(outOffsetsPtr, outOffsetsBytes, seedsPtr, u64(seedCount) << 3)
+  ) {
+    return BAD_ARG;
+  }
   for (let i: u32 = 0; i < seedCount; i++) {
     const at = offsetsPtr + (<usize>i << 2);
     if (load<u32>(at) > load<u32>(at, 4)) return BAD_ARG;
@@ -114,7 +123,17 @@ export function hashTokensBatch(
     store<u32>(outOffsetsPtr + (<usize>(i + 1) << 2), total);
   }
   if (total > outCap) return OUT_TOO_SMALL;
-  if (!inMemory(outPtr, u64(total) << 3)) return BAD_ARG;
+  // The hashes must not land on offsets or outOffsets (still to be read) or on tokens and seeds.
+  const outBytes = u64(total) << 3;
+  if (
+    !inMemory(outPtr, outBytes) ||
+    overlaps(outPtr, outBytes, outOffsetsPtr, outOffsetsBytes) ||
+    overlaps(outPtr, outBytes, tokensPtr, u64(tokenCount) << 2) ||
+    overlaps(outPtr, outBytes, offsetsPtr, u64(offsetsCount) << 2) ||
+    overlaps(outPtr, outBytes, seedsPtr, u64(seedCount) << 3)
+  ) {
+    return BAD_ARG;
+  }
 
   const blockBytes = <usize>blockSize << 2;
   for (let i: u32 = 0; i < seedCount; i++) {
