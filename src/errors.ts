@@ -21,6 +21,9 @@ export const ERROR_CODES = {
   DYSTRO_ERR_BACKEND_UNAVAILABLE: 'The requested kernel backend could not be loaded.',
   DYSTRO_ERR_ABI_MISMATCH: 'A compiled backend reports a different ABI version than this host expects.',
   DYSTRO_ERR_TABLE_FREED: 'A hash table was used after free().',
+  DYSTRO_ERR_INVALID_CONFIG: 'A configuration value is missing, of the wrong type or out of range.',
+  DYSTRO_ERR_UNKNOWN_REPLICA: 'A replica id or slot that the fleet or index does not know.',
+  DYSTRO_ERR_INVALID_RECORD: 'An index record with an unknown op, tier or replica.',
   DYSTRO_ERR_KERNEL: 'A kernel returned a status the host did not expect (a bug: please report it).',
 } as const;
 

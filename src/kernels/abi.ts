@@ -131,7 +131,34 @@ export const ABI_EXPORTS = [
   'maglevAssignBounded',
   'rendezvousLookup',
   'rendezvousLookupBatch',
+  'indexCreate',
+  'indexApply',
+  'indexMatch',
+  'indexStats',
+  'indexDump',
+  'indexFree',
 ] as const;
+
+/**
+ * Prefix-index configuration (see src/kernels/js/prefix-index.ts, the executable specification of the
+ * index kernel, for the layout and every step).
+ */
+export interface PrefixIndexConfig {
+  /** Most (block, replica) holders stored; beyond it the index evicts (≥ 1). */
+  maxEntries: number;
+  /** Replica ids are 0 … replicaCapacity − 1 (≤ 0xFFFFF). */
+  replicaCapacity: number;
+  /** Seed of the eviction sampler (u32). */
+  seed: number;
+  /** Time to live of speculative entries, ms (u32). */
+  ttlMs: number;
+}
+
+/** An index living in a backend. Opaque outside the backend. */
+export interface PrefixIndexHandle {
+  readonly backend: BackendName;
+  readonly config: Readonly<PrefixIndexConfig>;
+}
 
 export interface KernelBackend {
   readonly name: BackendName;
@@ -187,4 +214,20 @@ export interface KernelBackend {
 
   /** Releases a table's memory (wasm); a no-op elsewhere. Using a freed table is a caller bug. */
   free(table: KernelTable): void;
+
+  /** Creates an empty prefix index (control path; the host validated the config). */
+  indexCreate(config: PrefixIndexConfig): PrefixIndexHandle;
+  /** Applies `count` records of 4 u32 words; returns count, or BAD_ARG at the first invalid record. */
+  indexApply(index: PrefixIndexHandle, records: Uint32Array, count: number, nowMs: number): number;
+  /** Leading-block match of a chain; 5 words per matched replica into out; returns replicas or OUT_TOO_SMALL. */
+  indexMatch(index: PrefixIndexHandle, hashes: BigUint64Array, count: number, nowMs: number, out: Uint32Array): number;
+  /** Counters in the order of STAT_NAMES (js/prefix-index.ts). */
+  indexStats(index: PrefixIndexHandle, out: Float64Array): void;
+  /**
+   * Every live holder as 4 words [hash lo, hash hi, replica, tiers | speculative << 3], in slot order
+   * (control path, tests).
+   */
+  indexDump(index: PrefixIndexHandle, nowMs: number): Uint32Array;
+  /** Releases the index's memory. Using a freed index is a caller bug. */
+  indexFree(index: PrefixIndexHandle): void;
 }

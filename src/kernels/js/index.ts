@@ -13,7 +13,10 @@ import {
   Status,
   type KernelBackend,
   type KernelTable,
+  type PrefixIndexConfig,
+  type PrefixIndexHandle,
 } from '../abi.js';
+import { JsPrefixIndex } from './prefix-index.js';
 import { xxh64, xxh64Range } from './xxh64.js';
 
 const M64 = (1n << 64n) - 1n;
@@ -331,4 +334,21 @@ export const jsBackend: KernelBackend = {
   },
 
   free() {},
+
+  indexCreate(config) {
+    return new JsIndexHandle({ ...config });
+  },
+  indexApply: (h, records, count, nowMs) => (h as JsIndexHandle).index.apply(records, count, nowMs),
+  indexMatch: (h, hashes, count, nowMs, out) => (h as JsIndexHandle).index.match(hashes, count, nowMs, out),
+  indexStats: (h, out) => (h as JsIndexHandle).index.stats(out),
+  indexDump: (h, nowMs) => (h as JsIndexHandle).index.dump(nowMs),
+  indexFree() {},
 };
+
+class JsIndexHandle implements PrefixIndexHandle {
+  readonly backend = 'js' as const;
+  readonly index: JsPrefixIndex;
+  constructor(readonly config: Readonly<PrefixIndexConfig>) {
+    this.index = new JsPrefixIndex(config);
+  }
+}
