@@ -131,13 +131,10 @@ export const ABI_EXPORTS = [
   'maglevAssignBounded',
   'rendezvousLookup',
   'rendezvousLookupBatch',
-  'indexCreate',
-  'indexApply',
-  'indexMatch',
-  'indexStats',
-  'indexDump',
-  'indexFree',
 ] as const;
+
+/** The prefix-index exports (ABI version 2 adds them to every compiled backend). */
+export const INDEX_EXPORTS = ['indexCreate', 'indexApply', 'indexMatch', 'indexStats', 'indexDump', 'indexFree'] as const;
 
 /**
  * Prefix-index configuration (see src/kernels/js/prefix-index.ts, the executable specification of the
