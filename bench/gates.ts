@@ -1,0 +1,197 @@
+/**
+ * Group 5: gates. Each is a ratio or a figure from this same run (never a number remembered from another
+ * machine), checked in --ci mode (a missed gate fails the run) and printed in full mode. Targets are
+ * printed beside them but never fail: absolute nanoseconds depend on the machine.
+ *
+ * Gates apply to the backends that loaded, except that the wasm backend must load: CI machines have
+ * WebAssembly, so a run without it is a broken build, not a reason to skip.
+ */
+import type { BackendAttempt } from '../src/kernels/select.ts';
+import { HEAP_BUDGET_BYTES, type HeapResult } from './heap.ts';
+import { PEER_XXH3_ADDON, opHashTokens } from './hashing.ts';
+import {
+  OP_MAGLEV_BUILD_FRONTEND,
+  OP_MAGLEV_BUILD_KERNEL,
+  PEER_HASHRING_GET,
+  lookupPeers,
+  opJump,
+  opMaglev,
+  opRing,
+} from './lookup.ts';
+import type { QualityResult } from './quality.ts';
+import { bestPeer, findTiming, fmtBytes, fmtNs, mdTable, section, type Timing } from './util.ts';
+
+export type GateStatus = 'pass' | 'fail' | 'skip';
+
+export interface GateResult {
+  readonly name: string;
+  /** Hard gates decide the exit code in --ci mode; targets are printed only. */
+  readonly hard: boolean;
+  readonly status: GateStatus;
+  /** The measured figure as printed, and the limit it is held to. */
+  readonly value: string;
+  readonly limit: string;
+  readonly detail?: string;
+}
+
+export interface GateInputs {
+  readonly attempts: readonly BackendAttempt[];
+  readonly timings: readonly Timing[];
+  readonly heap?: HeapResult;
+  readonly quality?: QualityResult;
+  /** Groups that ran (a gate whose group was left out with --only is skipped, not failed). */
+  readonly groupsRun: ReadonlySet<string>;
+}
+
+/** The node / bucket count the lookup gates are taken at. */
+const GATE_NODES = 1000;
+const MAGLEV_GATE_SIZE = 65537;
+
+export function evaluateGates(inp: GateInputs): GateResult[] {
+  const gates: GateResult[] = [];
+  const loaded = (name: string) => inp.attempts.some((a) => a.backend === name && a.loaded);
+  const reason = (name: string) => inp.attempts.find((a) => a.backend === name)?.reason ?? 'not tried';
+  const ns = (op: string, impl: string) => findTiming(inp.timings, op, impl)?.nsPerOp;
+
+  /** value ≤ limit (or ≥ with atLeast); a missing value fails a hard gate — something that should have run did not. */
+  const check = (name: string, hard: boolean, value: number | undefined, limit: number, atLeast: boolean, fmt: (x: number) => string, detail?: string, skip?: string) => {
+    if (skip) return gates.push({ name, hard, status: 'skip', value: '—', limit: `${atLeast ? '≥' : '≤'} ${fmt(limit)}`, detail: skip });
+    if (value === undefined || !Number.isFinite(value)) {
+      return gates.push({ name, hard, status: 'fail', value: 'not measured', limit: `${atLeast ? '≥' : '≤'} ${fmt(limit)}`, detail });
+    }
+    const ok = atLeast ? value >= limit : value <= limit;
+    return gates.push({ name, hard, status: ok ? 'pass' : 'fail', value: fmt(value), limit: `${atLeast ? '≥' : '≤'} ${fmt(limit)}`, detail });
+  };
+  const ratio = (x: number) => `${x.toFixed(2)}×`;
+  const notRun = (group: string) => (inp.groupsRun.has(group) ? undefined : `${group} group not run`);
+
+  gates.push({
+    name: 'wasm backend loaded',
+    hard: true,
+    status: loaded('wasm') ? 'pass' : 'fail',
+    value: loaded('wasm') ? 'loaded' : 'NOT LOADED',
+    limit: 'loaded',
+    detail: loaded('wasm') ? undefined : `wasm did not load: ${reason('wasm')} — build it with npm run build:wasm`,
+  });
+
+  // --- hashing ---
+  const h8k = opHashTokens(8192);
+  const wasmHash = ns(h8k, 'wasm');
+  const hashSkip = notRun('hashing');
+  check(
+    'wasm chained hashing of 8,192 tokens ÷ xxhash-addon one-shot XXH3 of the same 32 KB',
+    true,
+    wasmHash !== undefined && ns(h8k, PEER_XXH3_ADDON) !== undefined ? wasmHash / ns(h8k, PEER_XXH3_ADDON)! : undefined,
+    3,
+    false,
+    ratio,
+    ns(h8k, PEER_XXH3_ADDON) === undefined ? 'xxhash-addon did not load' : undefined,
+    hashSkip,
+  );
+  check(
+    'js ÷ wasm, hashing 8,192 tokens (wasm speed-up over the reference)',
+    true,
+    wasmHash !== undefined && ns(h8k, 'js') !== undefined ? ns(h8k, 'js')! / wasmHash : undefined,
+    50,
+    true,
+    ratio,
+    undefined,
+    hashSkip,
+  );
+  check(
+    'native ÷ wasm, hashing 8,192 tokens',
+    true,
+    wasmHash !== undefined && ns(h8k, 'native') !== undefined ? ns(h8k, 'native')! / wasmHash : undefined,
+    1.25,
+    false,
+    ratio,
+    undefined,
+    hashSkip ?? (loaded('native') ? undefined : `native not loaded: ${reason('native')}`),
+  );
+
+  // --- lookups: wasm batched per key against the fastest peer doing the same job ---
+  const lookupSkip = notRun('lookup');
+  const lookupGate = (label: string, op: string) => {
+    const ours = ns(op, 'wasm');
+    const peer = bestPeer(inp.timings, lookupPeers(op));
+    check(
+      `${label}: fastest peer ÷ wasm batched (${peer ? peer.impl : 'no peer'})`,
+      true,
+      ours !== undefined && peer ? peer.nsPerOp / ours : undefined,
+      20,
+      true,
+      ratio,
+      peer ? `wasm ${fmtNs(ours ?? NaN)}/key, ${peer.impl} ${fmtNs(peer.nsPerOp)}/key` : 'peer package did not load',
+      lookupSkip,
+    );
+  };
+  lookupGate('jump, 1,000 buckets', opJump(GATE_NODES, true));
+  lookupGate('ring, 1,000 nodes × 160', opRing(GATE_NODES, true));
+  lookupGate(`Maglev, 1,000 nodes (peer: ${PEER_HASHRING_GET})`, opMaglev(GATE_NODES, MAGLEV_GATE_SIZE, true));
+
+  // --- heap ---
+  if (inp.heap) {
+    const byBackend = new Map<string, typeof inp.heap.rows>();
+    for (const r of inp.heap.rows) byBackend.set(r.backend, [...(byBackend.get(r.backend) ?? []), r]);
+    for (const [backend, rows] of byBackend) {
+      const worst = rows.reduce((a, b) => (Math.max(b.heapDeltaBytes, b.externalDeltaBytes) > Math.max(a.heapDeltaBytes, a.externalDeltaBytes) ? b : a));
+      check(
+        `heap growth, ${backend} (worst hot-path call; JS heap and external)`,
+        true,
+        Math.max(worst.heapDeltaBytes, worst.externalDeltaBytes),
+        HEAP_BUDGET_BYTES,
+        false,
+        fmtBytes,
+        `${worst.op}, ${worst.calls.toLocaleString('en-US')} calls: heap Δ ${fmtBytes(worst.heapDeltaBytes)}, external Δ ${fmtBytes(worst.externalDeltaBytes)}`,
+      );
+    }
+  } else {
+    check('heap growth', true, undefined, HEAP_BUDGET_BYTES, false, fmtBytes, undefined, notRun('heap') ?? 'no heap result');
+  }
+
+  // --- quality ---
+  const qualitySkip = notRun('quality');
+  const maglevRow = inp.quality?.rows.find((r) => r.scheme.startsWith('Maglev') && r.nodes === GATE_NODES);
+  check('Maglev balance at 1,000 nodes, exact table share max/mean', true, maglevRow?.exactMaxOverMean, 1.05, false, (x) => x.toFixed(4), maglevRow?.scheme, qualitySkip);
+
+  // --- targets: printed, never failing ---
+  for (const b of ['wasm', 'native']) {
+    if (!loaded(b)) continue;
+    for (const [what, op, limitNs] of [
+      ['jump 1,000 buckets', opJump(GATE_NODES), 30],
+      ['ring 1,000 × 160', opRing(GATE_NODES), 100],
+      ['Maglev 1,000', opMaglev(GATE_NODES, MAGLEV_GATE_SIZE), 15],
+    ] as const) {
+      check(`target: ${what}, ${b} single key`, false, ns(op, b), limitNs, false, fmtNs, undefined, lookupSkip);
+      check(`target: ${what}, ${b} batched per key`, false, ns(`${op}, batch`, b), limitNs, false, fmtNs, undefined, lookupSkip);
+    }
+  }
+  for (const b of ['wasm', 'native', 'js']) {
+    if (!loaded(b)) continue;
+    check(`target: Maglev build M=65,537, 1,000 nodes, ${b} kernel`, false, ns(OP_MAGLEV_BUILD_KERNEL, b), 20e6, false, fmtNs, undefined, lookupSkip);
+    check(`target: Maglev build M=65,537, 1,000 nodes, ${b} new Maglev (with name hashing)`, false, ns(OP_MAGLEV_BUILD_FRONTEND, b), 20e6, false, fmtNs, undefined, lookupSkip);
+  }
+  for (const nodes of [16, 1000]) {
+    const w = inp.quality?.weighted.find((r) => r.scheme.startsWith('ring') && r.nodes === nodes);
+    check(`target: weighted ring balance (weights 1–4), ${nodes.toLocaleString('en-US')} nodes, max share/weight`, false, w?.maxShareOverWeight, 1.05, false, (x) => x.toFixed(4), undefined, qualitySkip);
+  }
+  return gates;
+}
+
+export function gatesMarkdown(gates: readonly GateResult[], ci: boolean): string {
+  const mark = (g: GateResult) => (g.status === 'pass' ? 'pass' : g.status === 'skip' ? 'skipped' : g.hard ? '**FAIL**' : 'missed (target)');
+  let md = section(`5. Gates (${ci ? 'checked: a miss fails this run' : 'printed; checked with --ci'}) and targets`);
+  md += '\nRatios come from this run only.\n\n';
+  md += mdTable(
+    ['gate', 'value', 'limit', 'result', 'detail'],
+    gates.map((g) => [g.name, g.value, g.limit, mark(g), g.detail ?? '']),
+    ['l', 'r', 'r', 'l', 'l'],
+  );
+  return md + '\n';
+}
+
+/** Hard gates that failed. */
+export function missedGates(gates: readonly GateResult[]): GateResult[] {
+  return gates.filter((g) => g.hard && g.status === 'fail');
+}
+
