@@ -24,6 +24,10 @@ export const ERROR_CODES = {
   DYSTRO_ERR_INVALID_CONFIG: 'A configuration value is missing, of the wrong type or out of range.',
   DYSTRO_ERR_UNKNOWN_REPLICA: 'A replica id or slot that the fleet or index does not know.',
   DYSTRO_ERR_INVALID_RECORD: 'An index record with an unknown op, tier or replica.',
+  DYSTRO_ERR_INVALID_REQUEST: 'A route request is malformed (missing model, bad prompt, unknown SLO class).',
+  DYSTRO_ERR_PROMPT_TOO_LARGE: 'A prompt is longer than the router accepts (maxPromptTokens).',
+  DYSTRO_ERR_UNKNOWN_POLICY: 'A policy name that is not registered (the message lists the valid ones and the nearest).',
+  DYSTRO_ERR_POLICY_PARAMS: 'A policy parameter that is unknown, of the wrong type or out of range.',
   DYSTRO_ERR_KERNEL: 'A kernel returned a status the host did not expect (a bug: please report it).',
 } as const;
 

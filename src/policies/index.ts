@@ -1,0 +1,8 @@
+/** Registers every built-in policy in the default registry. */
+import { defaultRegistry } from './registry.js';
+import { leastRequest, p2c, random, roundRobin } from './baseline.js';
+import { predictedTtft } from './predicted-ttft.js';
+
+for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft]) defaultRegistry.register(f);
+
+export { defaultRegistry };

@@ -1,0 +1,599 @@
+/**
+ * The Router (DESIGN §1–§2): one synchronous decision per request, in the caller's thread.
+ *
+ *   1 prompt → block hashes (kernel)          2 hashes → PrefixIndex.match (kernel)
+ *   3 fleet snapshot → eligible candidates    4 Policy.pick over candidates
+ *   5 admission: SLO check, class queue, shed → Decision with a lifecycle Ticket
+ *
+ * Control path (createRouter, setPolicy, fleet changes) validates and swaps references; the hot path
+ * reads them. Scratch arrays are reused across decisions; a decision allocates only its Decision and
+ * Ticket objects.
+ */
+import { DystroError, fail } from '../errors.js';
+import { systemClock, type Clock } from '../clock.js';
+import { createRng, type Rng } from '../rng.js';
+import { loadKernelsSync, type BackendChoice } from '../kernels/select.js';
+import type { KernelBackend } from '../kernels/abi.js';
+import { PrefixHasher, DEFAULT_BLOCK_SIZE } from '../hashing/prefix.js';
+import { keyOf } from '../hashing/consistent.js';
+import { checkInteger, toTokenArray } from '../hashing/validate.js';
+import { Fleet, type FleetChange, type FleetSnapshot, type PoolSpec, type ReplicaSpec, type ReplicaView } from '../fleet/fleet.js';
+import type { LoadReport, SanitizeOutcome } from '../fleet/load.js';
+import { MatchResult, PrefixIndex, type PrefixIndexOptions } from '../index/prefix-index.js';
+import { InflightTracker } from './inflight.js';
+import { TtftPredictor, type PoolRates } from './predict.js';
+import { Admission, type SloClassSpec } from './admission.js';
+import { PolicyRegistry } from '../policies/registry.js';
+import { defaultRegistry } from '../policies/index.js';
+import type {
+  CandidateExplanation,
+  Decision,
+  Explanation,
+  PickContext,
+  Policy,
+  PolicyParams,
+  RoutedDecision,
+  RouteRequest,
+  ShedDecision,
+  Ticket,
+} from './types.js';
+
+export interface RouterOptions {
+  pools: readonly PoolSpec[];
+  replicas?: readonly ReplicaSpec[];
+  /** Policy name, or { name, params } (default predicted-ttft). */
+  policy?: string | { name: string; params?: PolicyParams };
+  backend?: BackendChoice;
+  /** Or an already loaded backend (tests, simulator). */
+  kernels?: KernelBackend;
+  /** Tokens per prefix block (default 16, as vLLM). */
+  blockSize?: number;
+  sloClasses?: readonly SloClassSpec[];
+  seed?: number;
+  clock?: Clock;
+  /** Replica slots (default 4,096). */
+  capacity?: number;
+  index?: Omit<PrefixIndexOptions, 'replicaCapacity' | 'clock'>;
+  /** Random extra candidates beyond the replicas holding the prefix (default 8). */
+  sampleCandidates?: number;
+  /** Longest prompt accepted, tokens (default 1,048,576); longer is DYSTRO_ERR_PROMPT_TOO_LARGE. */
+  maxPromptTokens?: number;
+  /** Expected output tokens when a request gives none (default 256). */
+  defaultOutputTokens?: number;
+  /** Insert the routed prompt's blocks as speculative index entries (default true). */
+  speculative?: boolean;
+  /** Per-pool overrides of the model's prefill rate / decode step. */
+  poolRates?: Readonly<Record<string, Partial<Pick<PoolRates, 'prefillTokensPerS' | 'decodeStepS'>>>>;
+  registry?: PolicyRegistry;
+  metrics?: import('./metrics.js').RouterMetrics;
+}
+
+/** Scratch and state of one pick, reused for every decision. */
+class PickScratch implements PickContext {
+  n = 0;
+  slots: Int32Array;
+  cachedBlocks: Int32Array;
+  gpuBlocks: Int32Array;
+  cpuBlocks: Int32Array;
+  diskBlocks: Int32Array;
+  predictedTtftMs: Float64Array;
+  scores: Float64Array;
+  promptTokens = 0;
+  promptBlocks = 0;
+  blockSize: number;
+  outputTokens = 0;
+  request!: RouteRequest;
+  hashes: BigUint64Array = new BigUint64Array(1024);
+  affinityKey = 0n;
+  fleet!: FleetSnapshot;
+  load: import('../fleet/load.js').LoadTable;
+  inflight: InflightTracker;
+  predictor: TtftPredictor;
+  rng: Rng;
+  nowMs = 0;
+  /** Candidate index per slot for this decision (valid when candGen[slot] === gen). */
+  readonly candIndex: Int32Array;
+  readonly candGen: Uint32Array;
+  /** Match depth per slot for this decision (valid when matchGen[slot] === gen). */
+  readonly matchDepth: Int32Array;
+  readonly matchGpu: Int32Array;
+  readonly matchCpu: Int32Array;
+  readonly matchDisk: Int32Array;
+  readonly matchGen: Uint32Array;
+  gen = 0;
+  eligible: Int32Array = new Int32Array(0);
+  /** Set by the router: eligibility check + candidateOf. */
+  tryAdd: (slot: number) => number = () => -1;
+
+  candidate(slot: number): number {
+    return this.tryAdd(slot);
+  }
+
+  constructor(capacity: number, blockSize: number, load: import('../fleet/load.js').LoadTable, inflight: InflightTracker, predictor: TtftPredictor, rng: Rng) {
+    this.slots = new Int32Array(capacity);
+    this.cachedBlocks = new Int32Array(capacity);
+    this.gpuBlocks = new Int32Array(capacity);
+    this.cpuBlocks = new Int32Array(capacity);
+    this.diskBlocks = new Int32Array(capacity);
+    this.predictedTtftMs = new Float64Array(capacity);
+    this.scores = new Float64Array(capacity);
+    this.candIndex = new Int32Array(capacity);
+    this.candGen = new Uint32Array(capacity);
+    this.matchDepth = new Int32Array(capacity);
+    this.matchGpu = new Int32Array(capacity);
+    this.matchCpu = new Int32Array(capacity);
+    this.matchDisk = new Int32Array(capacity);
+    this.matchGen = new Uint32Array(capacity);
+    this.blockSize = blockSize;
+    this.load = load;
+    this.inflight = inflight;
+    this.predictor = predictor;
+    this.rng = rng;
+  }
+
+  /** Adds a replica slot as a candidate (if not already) and returns its index. */
+  candidateOf(slot: number, pool: import('../fleet/fleet.js').PoolView): number {
+    if (this.candGen[slot] === this.gen) return this.candIndex[slot];
+    const i = this.n++;
+    this.candGen[slot] = this.gen;
+    this.candIndex[slot] = i;
+    this.slots[i] = slot;
+    const matched = this.matchGen[slot] === this.gen;
+    const depth = matched ? this.matchDepth[slot] : 0;
+    this.cachedBlocks[i] = depth;
+    this.gpuBlocks[i] = matched ? this.matchGpu[slot] : 0;
+    this.cpuBlocks[i] = matched ? this.matchCpu[slot] : 0;
+    this.diskBlocks[i] = matched ? this.matchDisk[slot] : 0;
+    const cached = Math.min(this.promptTokens, depth * this.blockSize);
+    this.predictedTtftMs[i] = this.predictor.predictMs(slot, pool, this.promptTokens - cached, cached);
+    this.scores[i] = NaN;
+    return i;
+  }
+}
+
+interface TicketState {
+  slot: number;
+  incarnation: number;
+  uncached: number;
+  blocks: number;
+  predictedMs: number;
+  routedAtMs: number;
+  firstTokenSeen: boolean;
+  done: boolean;
+}
+
+const EMPTY_SLOTS = new Int32Array(0);
+
+export class Router {
+  readonly kernels: KernelBackend;
+  readonly fleet: Fleet;
+  readonly index: PrefixIndex;
+  readonly hasher: PrefixHasher;
+  readonly inflight: InflightTracker;
+  readonly predictor: TtftPredictor;
+  readonly admission: Admission;
+  readonly blockSize: number;
+  readonly registry: PolicyRegistry;
+  private readonly clock: Clock;
+  private readonly rng: Rng;
+  private readonly scratch: PickScratch;
+  private readonly match: MatchResult;
+  private readonly sampleCandidates: number;
+  private readonly maxPromptTokens: number;
+  private readonly defaultOutputTokens: number;
+  private readonly speculative: boolean;
+  private policy: Policy;
+  private policyName: string;
+  private policyParams: PolicyParams;
+  /** Eligible slots per model: healthy, not drained (rebuilt on fleet changes). */
+  private eligibleByModel = new Map<string, Int32Array>();
+  /** Namespace seeds: model → lora → tenant → seed (no string concatenation on the hot path). */
+  private readonly seeds = new Map<string, Map<string, Map<string, bigint>>>();
+  private readonly sessionKeys = new Map<string, bigint>();
+  private readonly metrics?: import('./metrics.js').RouterMetrics;
+  /** Unknown index state per slot: routed by load only (no prefix credit) until events arrive. */
+  readonly indexUnknown: Uint8Array;
+  private readonly decisionHooks = new Set<(ctx: PickContext, decision: Decision) => void>();
+
+  constructor(options: RouterOptions) {
+    if (options === null || typeof options !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'options', 'an object', options);
+    this.clock = options.clock ?? systemClock;
+    this.kernels = options.kernels ?? loadKernelsSync({ backend: options.backend }).kernels;
+    this.blockSize = checkInteger(options.blockSize ?? DEFAULT_BLOCK_SIZE, 'options.blockSize', 1, 1024, 'DYSTRO_ERR_BLOCK_SIZE');
+    this.hasher = new PrefixHasher(this.kernels, { blockSize: this.blockSize });
+    this.fleet = new Fleet({ pools: options.pools, replicas: options.replicas, capacity: options.capacity, clock: this.clock });
+    const capacity = this.fleet.capacity;
+    this.index = new PrefixIndex(this.kernels, { ...(options.index ?? {}), replicaCapacity: capacity, clock: this.clock });
+    this.inflight = new InflightTracker(capacity);
+    this.predictor = new TtftPredictor(capacity, this.fleet.load, this.inflight, options.poolRates ?? {});
+    this.rng = createRng(checkInteger(options.seed ?? 1, 'options.seed', -(2 ** 31), 2 ** 32 - 1, 'DYSTRO_ERR_INVALID_CONFIG'));
+    this.scratch = new PickScratch(capacity, this.blockSize, this.fleet.load, this.inflight, this.predictor, this.rng);
+    this.match = this.index.newMatchResult();
+    this.scratch.tryAdd = (slot: number) => this.tryCandidate(slot, this.scratch.request, this.scratch.fleet);
+    this.sampleCandidates = checkInteger(options.sampleCandidates ?? 8, 'options.sampleCandidates', 0, 4096, 'DYSTRO_ERR_INVALID_CONFIG');
+    this.maxPromptTokens = checkInteger(options.maxPromptTokens ?? 1 << 20, 'options.maxPromptTokens', 1, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
+    this.defaultOutputTokens = checkInteger(options.defaultOutputTokens ?? 256, 'options.defaultOutputTokens', 0, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
+    this.speculative = options.speculative ?? true;
+    this.indexUnknown = new Uint8Array(capacity);
+    this.admission = new Admission(options.sloClasses ?? [], this.clock);
+    this.registry = options.registry ?? defaultRegistry;
+    this.metrics = options.metrics;
+    this.predictor.onFleet(this.fleet.snapshot());
+    this.rebuildEligible(this.fleet.snapshot());
+    this.fleet.onChange((change, snapshot) => this.onFleetChange(change, snapshot));
+    const spec = typeof options.policy === 'string' || options.policy === undefined ? { name: options.policy ?? 'predicted-ttft', params: {} } : options.policy;
+    this.policy = this.registry.create(spec.name, spec.params ?? {}, this.policyEnv());
+    this.policyName = this.policy.name;
+    this.policyParams = spec.params ?? {};
+  }
+
+  private policyEnv() {
+    return { fleet: this.fleet.snapshot(), blockSize: this.blockSize, kernels: this.kernels };
+  }
+
+  private onFleetChange(change: FleetChange, snapshot: FleetSnapshot): void {
+    if (change.kind === 'removed' || change.kind === 'restarted') {
+      // A new process or a gone one: its cache is empty, its in-flight requests will not report back.
+      this.index.clear(change.replica.slot);
+      this.predictor.reset(change.replica.slot);
+      if (change.kind === 'removed') this.inflight.reset(change.replica.slot);
+    }
+    this.predictor.onFleet(snapshot);
+    this.rebuildEligible(snapshot);
+    this.policy.onFleet?.(snapshot);
+  }
+
+  private rebuildEligible(snapshot: FleetSnapshot): void {
+    const byModel = new Map<string, number[]>();
+    for (const r of snapshot.replicas) {
+      if (r.drained || r.health !== 'healthy') continue;
+      const list = byModel.get(r.pool.model) ?? [];
+      list.push(r.slot);
+      byModel.set(r.pool.model, list);
+    }
+    this.eligibleByModel = new Map([...byModel].map(([m, l]) => [m, Int32Array.from(l)]));
+  }
+
+  // ---------------------------------------------------------------- control path
+
+  get policyId(): string {
+    return this.policyName;
+  }
+
+  /**
+   * Swaps the live policy atomically between decisions. In-flight accounting is the router's and stays.
+   * An unknown name or bad parameters throw a typed error and leave the current policy in place.
+   */
+  setPolicy(name: string, params: PolicyParams = {}): void {
+    const next = this.registry.create(name, params, this.policyEnv());
+    this.policy = next;
+    this.policyName = next.name;
+    this.policyParams = params;
+    this.metrics?.policySwaps.inc({ policy: next.name });
+  }
+
+  /** The live policy's name and parameters. */
+  currentPolicy(): { name: string; params: PolicyParams } {
+    return { name: this.policyName, params: this.policyParams };
+  }
+
+  upsertReplica(spec: ReplicaSpec): ReplicaView {
+    return this.fleet.upsertReplica(spec);
+  }
+  drain(id: string, drained = true): ReplicaView {
+    return this.fleet.drain(id, drained);
+  }
+  remove(id: string): void {
+    this.fleet.remove(id);
+  }
+  restart(id: string): ReplicaView {
+    return this.fleet.restart(id);
+  }
+  setHealth(id: string, health: 'healthy' | 'unhealthy'): ReplicaView {
+    return this.fleet.setHealth(id, health);
+  }
+  updateLoad(id: string, report: LoadReport): SanitizeOutcome {
+    return this.fleet.updateLoad(id, report);
+  }
+
+  /** Observes every decision (shadow evaluation, metrics). Returns an unsubscribe function. */
+  onDecision(hook: (ctx: PickContext, decision: Decision) => void): () => void {
+    this.decisionHooks.add(hook);
+    return () => this.decisionHooks.delete(hook);
+  }
+
+  // ---------------------------------------------------------------- hot path
+
+  private seedOf(model: string, lora: string, tenant: string): bigint {
+    let byLora = this.seeds.get(model);
+    if (!byLora) this.seeds.set(model, (byLora = new Map()));
+    let byTenant = byLora.get(lora);
+    if (!byTenant) byLora.set(lora, (byTenant = new Map()));
+    let seed = byTenant.get(tenant);
+    if (seed === undefined) {
+      seed = this.hasher.namespaceSeed({ model, lora, tenant });
+      if (byTenant.size < 100_000) byTenant.set(tenant, seed);
+    }
+    return seed;
+  }
+
+  private checkRequest(req: RouteRequest): void {
+    if (req === null || typeof req !== 'object') fail('DYSTRO_ERR_INVALID_REQUEST', 'request', 'an object { model, prompt, … }', req);
+    if (typeof req.model !== 'string' || req.model.length === 0) fail('DYSTRO_ERR_INVALID_REQUEST', 'request.model', 'a non-empty string', req.model);
+    if (req.lora !== undefined && typeof req.lora !== 'string') fail('DYSTRO_ERR_INVALID_REQUEST', 'request.lora', 'a string', req.lora);
+    if (req.tenant !== undefined && typeof req.tenant !== 'string') fail('DYSTRO_ERR_INVALID_REQUEST', 'request.tenant', 'a string', req.tenant);
+    if (req.expectedOutputTokens !== undefined && (!Number.isInteger(req.expectedOutputTokens) || req.expectedOutputTokens < 0)) {
+      fail('DYSTRO_ERR_INVALID_REQUEST', 'request.expectedOutputTokens', 'an integer ≥ 0', req.expectedOutputTokens);
+    }
+    if (req.sessionKey !== undefined && typeof req.sessionKey !== 'string') fail('DYSTRO_ERR_INVALID_REQUEST', 'request.sessionKey', 'a string', req.sessionKey);
+  }
+
+  /** Hashes the prompt into scratch.hashes; returns the prompt length in tokens (bytes in text mode). */
+  private hashPrompt(req: RouteRequest, seed: bigint): number {
+    const s = this.scratch;
+    const prompt = req.prompt;
+    let length: number;
+    if (typeof prompt === 'string') {
+      // Text prompt: byte mode (UTF-8 bytes, blockSize bytes a block). Approximate: engines hash tokens,
+      // so these entries only ever match the router's own speculative ones.
+      length = Buffer.byteLength(prompt, 'utf8');
+      if (length > this.maxPromptTokens) this.tooLarge(length);
+      const blocks = Math.floor(length / this.blockSize);
+      if (s.hashes.length < blocks) s.hashes = new BigUint64Array(Math.max(blocks, s.hashes.length * 2));
+      this.hasher.hashText(prompt, seed, s.hashes);
+      s.promptBlocks = blocks;
+      return length;
+    }
+    const tokens = toTokenArray(prompt, 'request.prompt');
+    length = tokens.length;
+    if (length > this.maxPromptTokens) this.tooLarge(length);
+    const blocks = Math.floor(length / this.blockSize);
+    if (s.hashes.length < blocks) s.hashes = new BigUint64Array(Math.max(blocks, s.hashes.length * 2));
+    this.hasher.hashTokens(tokens, seed, s.hashes);
+    s.promptBlocks = blocks;
+    return length;
+  }
+
+  private tooLarge(length: number): never {
+    throw new DystroError('DYSTRO_ERR_PROMPT_TOO_LARGE', `Expected the prompt to have at most ${this.maxPromptTokens} tokens, got ${length}`, { length, max: this.maxPromptTokens });
+  }
+
+  /**
+   * Decides where a request goes. Synchronous. Throws only for malformed requests (typed errors);
+   * "nothing can serve this" is a shed decision, never an exception.
+   */
+  route(req: RouteRequest): Decision {
+    const t0 = performance.now();
+    this.checkRequest(req);
+    const s = this.scratch;
+    const snapshot = this.fleet.snapshot();
+    const lora = req.lora ?? '';
+    const tenant = req.tenant ?? '';
+    const seed = this.seedOf(req.model, lora, tenant);
+    s.gen = (s.gen + 1) >>> 0 || 1;
+    s.n = 0;
+    s.request = req;
+    s.fleet = snapshot;
+    s.nowMs = this.clock.nowMs();
+    s.promptTokens = this.hashPrompt(req, seed);
+    s.outputTokens = req.expectedOutputTokens ?? this.defaultOutputTokens;
+    s.affinityKey = req.sessionKey !== undefined ? this.sessionKeyOf(req.sessionKey) : s.promptBlocks > 0 ? s.hashes[0] : seed;
+    const sloClass = this.admission.classOf(req.priority);
+
+    // 2. What is cached where.
+    if (s.promptBlocks > 0) {
+      this.index.match(s.hashes, this.match, s.promptBlocks);
+      const m = this.match;
+      for (let i = 0; i < m.count; i++) {
+        const slot = m.replica(i);
+        if (this.indexUnknown[slot] !== 0) continue;
+        s.matchGen[slot] = s.gen;
+        s.matchDepth[slot] = m.depth(i);
+        s.matchGpu[slot] = m.gpu(i);
+        s.matchCpu[slot] = m.cpu(i);
+        s.matchDisk[slot] = m.disk(i);
+      }
+    }
+
+    // 3. Candidates: replicas holding the prefix, plus a sample of the others (sub-linear in fleet size).
+    const eligible = this.eligibleByModel.get(req.model);
+    s.eligible = eligible ?? EMPTY_SLOTS;
+    if (eligible && eligible.length > 0) {
+      if (s.promptBlocks > 0) {
+        const m = this.match;
+        for (let i = 0; i < m.count; i++) {
+          const slot = m.replica(i);
+          if (s.matchGen[slot] === s.gen) this.tryCandidate(slot, req, snapshot);
+        }
+      }
+      if (eligible.length <= this.sampleCandidates * 2) {
+        for (let i = 0; i < eligible.length; i++) this.tryCandidate(eligible[i], req, snapshot);
+      } else {
+        for (let k = 0; k < this.sampleCandidates; k++) this.tryCandidate(eligible[this.rng.int(eligible.length)], req, snapshot);
+      }
+    }
+
+    // 4. Policy.
+    let chosen = s.n > 0 ? this.policy.pick(s) : -1;
+    if (!(chosen >= 0 && chosen < s.n)) chosen = -1;
+
+    // 5. Admission.
+    const decision = this.admit(s, chosen, sloClass, eligible, snapshot);
+    this.metrics?.observeDecision(decision, (performance.now() - t0) / 1000);
+    for (const hook of this.decisionHooks) hook(s, decision);
+    return decision;
+  }
+
+  private sessionKeyOf(key: string): bigint {
+    let k = this.sessionKeys.get(key);
+    if (k === undefined) {
+      k = keyOf(this.kernels, key);
+      if (this.sessionKeys.size < 100_000) this.sessionKeys.set(key, k);
+    }
+    return k;
+  }
+
+  /** Adds a slot as a candidate when eligible for this request; returns its index or −1. */
+  private tryCandidate(slot: number, req: RouteRequest, snapshot: FleetSnapshot): number {
+    const s = this.scratch;
+    if (s.candGen[slot] === s.gen) return s.candIndex[slot];
+    const r = snapshot.bySlot[slot];
+    if (!r || r.drained || r.health !== 'healthy' || r.pool.model !== req.model) return -1;
+    if (req.lora && !r.pool.loras.has(req.lora)) return -1;
+    if (s.promptTokens + s.outputTokens > r.pool.maxContextTokens) return -1;
+    return s.candidateOf(slot, r.pool);
+  }
+
+  /** Adds every eligible replica (the rare shedding path must not miss one that could serve in time). */
+  private addAllEligible(eligible: Int32Array | undefined, req: RouteRequest, snapshot: FleetSnapshot): void {
+    if (!eligible) return;
+    for (let i = 0; i < eligible.length; i++) this.tryCandidate(eligible[i], req, snapshot);
+  }
+
+  private admit(s: PickScratch, chosen: number, sloClass: import('./admission.js').SloClass, eligible: Int32Array | undefined, snapshot: FleetSnapshot): Decision {
+    const req = s.request;
+    if (chosen < 0 && s.n === 0) return this.shed(s, sloClass, 'no-eligible-replica', 1000);
+    const tenantShed = this.admission.tenantOverQuota(req.tenant ?? '', s.promptTokens, s.nowMs, this.anyOverSlo(s, sloClass));
+    if (tenantShed > 0) return this.shed(s, sloClass, 'tenant-over-quota', tenantShed);
+    if (chosen >= 0 && s.predictedTtftMs[chosen] <= sloClass.ttftMs) return this.commit(s, chosen, sloClass);
+    // The policy's choice misses the SLO (or it refused all): is there any replica that can make it?
+    this.addAllEligible(eligible, req, snapshot);
+    let best = -1;
+    for (let i = 0; i < s.n; i++) if (best < 0 || s.predictedTtftMs[i] < s.predictedTtftMs[best]) best = i;
+    if (best >= 0 && s.predictedTtftMs[best] <= sloClass.ttftMs) {
+      // Someone can serve it in time: never shed; keep the policy's choice when it made one.
+      return this.commit(s, chosen >= 0 ? chosen : best, sloClass);
+    }
+    if (best < 0) return this.shed(s, sloClass, 'no-eligible-replica', 1000);
+    // Nobody meets the SLO now: queue if the class queue has room, else shed.
+    const waitMs = Math.max(1, s.predictedTtftMs[best] - sloClass.ttftMs);
+    if (!this.admission.draining && sloClass.queueLimit > 0 && this.admission.queueLength(sloClass) < sloClass.queueLimit) {
+      return this.admission.enqueue(sloClass, req, this.policyName, (r) => this.route(r));
+    }
+    if (sloClass.routeOverSlo && !this.admission.draining) return this.commit(s, chosen >= 0 ? chosen : best, sloClass);
+    return this.shed(s, sloClass, sloClass.queueLimit > 0 ? 'queue-full' : 'slo-unmeetable', Math.ceil(waitMs));
+  }
+
+  private anyOverSlo(s: PickScratch, sloClass: import('./admission.js').SloClass): boolean {
+    for (let i = 0; i < s.n; i++) if (s.predictedTtftMs[i] > sloClass.ttftMs) return true;
+    return false;
+  }
+
+  private shed(s: PickScratch, sloClass: import('./admission.js').SloClass, reason: ShedDecision['reason'], retryAfterMs: number): ShedDecision {
+    return { kind: 'shed', policy: this.policyName, sloClass: sloClass.name, reason, retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)), explanation: s.request.explain ? this.explain(s, -1) : undefined };
+  }
+
+  private commit(s: PickScratch, chosen: number, sloClass: import('./admission.js').SloClass): RoutedDecision {
+    const slot = s.slots[chosen];
+    const replica = s.fleet.bySlot[slot]!;
+    const cachedTokens = Math.min(s.promptTokens, s.cachedBlocks[chosen] * this.blockSize);
+    const uncached = s.promptTokens - cachedTokens;
+    const blocks = Math.ceil((s.promptTokens + s.outputTokens) / this.blockSize);
+    this.inflight.add(slot, uncached, blocks);
+    if (this.speculative && s.promptBlocks > 0) this.speculateBlocks(slot, s.promptBlocks);
+    this.policy.onRouted?.(s, chosen);
+    this.admission.charge(s.request.tenant ?? '', s.promptTokens, s.nowMs);
+    const state: TicketState = {
+      slot,
+      incarnation: replica.incarnation,
+      uncached,
+      blocks,
+      predictedMs: s.predictedTtftMs[chosen],
+      routedAtMs: s.nowMs,
+      firstTokenSeen: false,
+      done: false,
+    };
+    return {
+      kind: 'route',
+      policy: this.policyName,
+      sloClass: sloClass.name,
+      replica,
+      pool: replica.pool,
+      cachedTokens,
+      promptTokens: s.promptTokens,
+      predictedTtftMs: s.predictedTtftMs[chosen],
+      ticket: this.ticket(replica.id, state),
+      explanation: s.request.explain ? this.explain(s, chosen) : undefined,
+    };
+  }
+
+  private readonly specRecords = new Uint32Array(4 * 4096);
+  private speculateBlocks(slot: number, blocks: number): void {
+    const s = this.scratch;
+    const recs = this.specRecords;
+    let k = 0;
+    for (let b = 0; b < blocks; b++) {
+      const h = s.hashes[b];
+      recs[k * 4] = 4; // OP_SPECULATE
+      recs[k * 4 + 1] = slot;
+      recs[k * 4 + 2] = Number(h & 0xffffffffn);
+      recs[k * 4 + 3] = Number(h >> 32n);
+      if (++k === 4096) {
+        this.index.apply(recs, k);
+        k = 0;
+      }
+    }
+    if (k > 0) this.index.apply(recs, k);
+  }
+
+  private ticket(replicaId: string, st: TicketState): Ticket {
+    const router = this;
+    const end = (kind: 'end' | 'error' | 'cancel') => {
+      if (st.done) return;
+      st.done = true;
+      const current = router.fleet.snapshot().bySlot[st.slot];
+      // A removed or restarted replica's counters were reset: nothing to return.
+      if (!current || current.id !== replicaId || current.incarnation !== st.incarnation) return;
+      router.inflight.finish(st.slot, st.blocks, st.firstTokenSeen ? 0 : st.uncached);
+      router.policy.onDone?.(st.slot);
+      router.metrics?.finished.inc({ outcome: kind });
+      router.admission.wake();
+    };
+    return {
+      replicaId,
+      onStart() {},
+      onFirstToken() {
+        if (st.done || st.firstTokenSeen) return;
+        st.firstTokenSeen = true;
+        const current = router.fleet.snapshot().bySlot[st.slot];
+        if (!current || current.id !== replicaId || current.incarnation !== st.incarnation) return;
+        router.inflight.prefilled(st.slot, st.uncached);
+        const observed = router.clock.nowMs() - st.routedAtMs;
+        router.predictor.observe(st.slot, st.predictedMs, observed);
+        router.metrics?.ttft.observe(observed / 1000);
+      },
+      onEnd: () => end('end'),
+      onError: () => end('error'),
+      onCancel: () => end('cancel'),
+      get done() {
+        return st.done;
+      },
+    };
+  }
+
+  private explain(s: PickScratch, chosen: number): Explanation {
+    const candidates: CandidateExplanation[] = [];
+    for (let i = 0; i < s.n; i++) {
+      const slot = s.slots[i];
+      const r = s.fleet.bySlot[slot]!;
+      candidates.push({
+        replica: r.id,
+        pool: r.pool.id,
+        cachedTokens: Math.min(s.promptTokens, s.cachedBlocks[i] * this.blockSize),
+        predictedTtftMs: s.predictedTtftMs[i],
+        score: s.scores[i],
+        load: { inflight: this.inflight.requests[slot], running: this.fleet.load.running[slot], waiting: this.fleet.load.waiting[slot], kvUsage: this.fleet.load.kvUsage[slot] },
+      });
+    }
+    return { policy: this.policyName, scoreOrder: this.policy.scoreOrder, candidates, chosen };
+  }
+
+  /** Processes class-queue timeouts (call periodically, or from the simulator's clock). */
+  tick(): void {
+    this.admission.tick();
+  }
+}
+
+export function createRouter(options: RouterOptions): Router {
+  return new Router(options);
+}
