@@ -19,6 +19,7 @@ import {
   opRing,
 } from './lookup.ts';
 import type { QualityResult } from './quality.ts';
+import type { IndexBenchResult } from './prefix-index.ts';
 import { bestPeer, findTiming, fmtBytes, fmtNs, mdTable, section, type Timing } from './util.ts';
 
 export type GateStatus = 'pass' | 'fail' | 'skip';
@@ -41,6 +42,7 @@ export interface GateInputs {
   readonly quality?: QualityResult;
   /** Groups that ran (a gate whose group was left out with --only is skipped, not failed). */
   readonly groupsRun: ReadonlySet<string>;
+  readonly indexBench?: IndexBenchResult;
 }
 
 /** The node / bucket count the lookup gates are taken at. */
@@ -173,6 +175,22 @@ export function evaluateGates(inp: GateInputs): GateResult[] {
     const w = inp.quality?.weighted.find((r) => r.scheme.startsWith('ring') && r.nodes === nodes);
     check(`target: weighted ring balance (weights 1–4), ${nodes.toLocaleString('en-US')} nodes, max share/weight`, false, w?.maxShareOverWeight, 1.05, false, (x) => x.toFixed(4), undefined, qualitySkip);
   }
+  // --- prefix index ---
+  const idx = inp.indexBench;
+  const idxSkip = inp.groupsRun.has('index') ? undefined : 'index group not run';
+  if (idx || idxSkip) {
+    const largest = idx ? Math.max(...idx.rows.map((r) => r.entries)) : 0;
+    const row = (impl: string) => idx?.rows.filter((r) => r.backend === impl).sort((a, b) => b.entries - a.entries)[0];
+    const wasm = row('wasm');
+    const baseline = idx?.rows.filter((r) => r.backend.startsWith('Map')).sort((a, b) => a.entries - b.entries)[0];
+    const sameSize = idx?.rows.find((r) => r.backend === 'wasm' && r.entries === baseline?.entries);
+    check('index: Map<bigint, Set> match ÷ wasm match, 512 cached blocks', true, sameSize && baseline ? baseline.matchFullMedianNs / sameSize.matchFullMedianNs : undefined, 10, true, ratio, undefined, idxSkip);
+    check('index: wasm kernel bytes per entry at the largest size (regression gate)', true, wasm?.kernelBytesPerEntry, 36, false, (x) => `${x.toFixed(1)} B`, `${largest} entries`, idxSkip);
+    check('target: index wasm bytes per entry ≤ 32 at 10M entries', false, wasm && wasm.entries >= 9_000_000 ? wasm.kernelBytesPerEntry : undefined, 32, false, (x) => `${x.toFixed(1)} B`, undefined, idxSkip ?? (wasm && wasm.entries >= 9_000_000 ? undefined : 'full mode only'));
+    check('target: index wasm match, 512 cached blocks × 1,000 replicas, median', false, wasm?.matchFullMedianNs, 5000, false, fmtNs, `${wasm?.entries ?? 0} entries`, idxSkip);
+    check('target: index wasm match, nothing cached, median', false, wasm?.matchMissMedianNs, 500, false, fmtNs, undefined, idxSkip);
+  }
+
   return gates;
 }
 

@@ -18,6 +18,7 @@ import { runHeap, type HeapResult } from './heap.ts';
 import { runLookups } from './lookup.ts';
 import { loadPeers } from './peers.ts';
 import { runQuality, type QualityResult } from './quality.ts';
+import { runIndexBench, type IndexBenchResult } from './prefix-index.ts';
 import { summaryMarkdown } from './summary.ts';
 import { mdTable, parseConfig, type Timing } from './util.ts';
 
@@ -86,6 +87,7 @@ async function main(): Promise<number> {
   const json: Record<string, unknown> = {};
   let quality: QualityResult | undefined;
   let heap: HeapResult | undefined;
+  let indexBench: IndexBenchResult | undefined;
   const timed = <T>(group: string, fn: () => T): T => {
     process.stderr.write(`bench: ${group} …\n`);
     const t0 = performance.now();
@@ -121,7 +123,14 @@ async function main(): Promise<number> {
     out(r.markdown);
   }
 
-  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun });
+  if (wants('index')) {
+    const r = timed('index', () => runIndexBench(loaded, cfg));
+    indexBench = r.result;
+    json.index = indexBench;
+    out(r.markdown);
+  }
+
+  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench });
   out(gatesMarkdown(gates, cfg.ci));
   out(summaryMarkdown(timings, loaded.map((k) => k.name)));
 
