@@ -24,6 +24,7 @@ import { InflightTracker } from './inflight.js';
 import { TtftPredictor, type PoolRates } from './predict.js';
 import { Admission, type SloClassSpec } from './admission.js';
 import { PolicyRegistry } from '../policies/registry.js';
+import { ARM_CANARY, ARM_LIVE, Rollout, checkCanaryArgs, type Arm, type CanaryEvent, type CanaryGuard, type CanaryOptions, type CanaryStatus, type ShadowReport } from './rollout.js';
 import { defaultRegistry } from '../policies/index.js';
 import type {
   CandidateExplanation,
@@ -66,6 +67,11 @@ export interface RouterOptions {
   poolRates?: Readonly<Record<string, Partial<Pick<PoolRates, 'prefillTokensPerS' | 'decodeStepS'>>>>;
   registry?: PolicyRegistry;
   metrics?: import('./metrics.js').RouterMetrics;
+  /**
+   * A routed request whose ticket has not ended after this long (ms) is ended as a timeout by tick(),
+   * so a proxy that loses a ticket cannot leak in-flight counts forever (default 600,000: 10 min).
+   */
+  requestTimeoutMs?: number;
 }
 
 /** Scratch and state of one pick, reused for every decision. */
@@ -153,7 +159,13 @@ class PickScratch implements PickContext {
 
 interface TicketState {
   slot: number;
-  incarnation: number;
+  /** The slot's epoch when routed: a removal or restart bumps it and the ticket's counts are void. */
+  epoch: number;
+  /** The policy instance that routed it: it, and no later one, hears onDone. */
+  policy: Policy;
+  /** Canary arm and canary epoch, for the guard's TTFT samples. */
+  arm: Arm;
+  canaryEpoch: number;
   uncached: number;
   blocks: number;
   predictedMs: number;
@@ -194,6 +206,19 @@ export class Router {
   /** Unknown index state per slot: routed by load only (no prefix credit) until events arrive. */
   readonly indexUnknown: Uint8Array;
   private readonly decisionHooks = new Set<(ctx: PickContext, decision: Decision) => void>();
+  /** Shadow and canary state (src/router/rollout.ts). */
+  readonly rollout: Rollout;
+  /** The policy deciding the current decision (the live one, or the canary for its drawn share) and its arm. */
+  private acting!: Policy;
+  private actingArm: Arm = ARM_LIVE;
+  /** Per slot, bumped when its replica is removed or restarted (tickets from before become no-ops). */
+  private readonly slotEpoch: Uint32Array;
+  private readonly requestTimeoutMs: number;
+  /** Open tickets in routing order (FIFO with a head index): tick() times the oldest out. */
+  private openTickets: TicketState[] = [];
+  private openHead = 0;
+  /** The live scores saved while the shadow's pick borrows the scratch. */
+  private asideScores = new Float64Array(64);
 
   constructor(options: RouterOptions) {
     if (options === null || typeof options !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'options', 'an object', options);
@@ -214,10 +239,14 @@ export class Router {
     this.maxPromptTokens = checkInteger(options.maxPromptTokens ?? 1 << 20, 'options.maxPromptTokens', 1, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
     this.defaultOutputTokens = checkInteger(options.defaultOutputTokens ?? 256, 'options.defaultOutputTokens', 0, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
     this.speculative = options.speculative ?? true;
+    this.requestTimeoutMs = checkInteger(options.requestTimeoutMs ?? 600_000, 'options.requestTimeoutMs', 1, Number.MAX_SAFE_INTEGER, 'DYSTRO_ERR_INVALID_CONFIG');
     this.indexUnknown = new Uint8Array(capacity);
+    this.slotEpoch = new Uint32Array(capacity);
     this.admission = new Admission(options.sloClasses ?? [], this.clock);
     this.registry = options.registry ?? defaultRegistry;
     this.metrics = options.metrics;
+    this.rollout = new Rollout(this.clock, this.rng.seed, { rolledBack: (policy, metric) => this.metrics?.canaryRollbacks.inc({ policy, metric }) });
+    this.metrics?.attachRollout(this.rollout);
     this.predictor.onFleet(this.fleet.snapshot());
     this.rebuildEligible(this.fleet.snapshot());
     this.fleet.onChange((change, snapshot) => this.onFleetChange(change, snapshot));
@@ -225,6 +254,7 @@ export class Router {
     this.policy = this.registry.create(spec.name, spec.params ?? {}, this.policyEnv());
     this.policyName = this.policy.name;
     this.policyParams = spec.params ?? {};
+    this.acting = this.policy;
   }
 
   private policyEnv() {
@@ -233,14 +263,19 @@ export class Router {
 
   private onFleetChange(change: FleetChange, snapshot: FleetSnapshot): void {
     if (change.kind === 'removed' || change.kind === 'restarted') {
-      // A new process or a gone one: its cache is empty, its in-flight requests will not report back.
-      this.index.clear(change.replica.slot);
-      this.predictor.reset(change.replica.slot);
-      if (change.kind === 'removed') this.inflight.reset(change.replica.slot);
+      // A new process or a gone one: its cache is empty and its in-flight requests died with the old
+      // process. Their tickets become no-ops (the epoch, not the id: a removed id may come back on the
+      // same slot), so the counts start from zero and can never be returned twice.
+      const slot = change.replica.slot;
+      this.index.clear(slot);
+      this.predictor.reset(slot);
+      this.inflight.reset(slot);
+      this.slotEpoch[slot]++;
     }
     this.predictor.onFleet(snapshot);
     this.rebuildEligible(snapshot);
     this.policy.onFleet?.(snapshot);
+    this.rollout.onFleet(snapshot);
   }
 
   private rebuildEligible(snapshot: FleetSnapshot): void {
@@ -266,10 +301,78 @@ export class Router {
    */
   setPolicy(name: string, params: PolicyParams = {}): void {
     const next = this.registry.create(name, params, this.policyEnv());
+    // A canary compares itself with the live policy; with another live policy its baseline is gone.
+    this.rollout.end('aborted', `the live policy was replaced by "${next.name}" (setPolicy)`);
+    this.swapLive(next, params);
+  }
+
+  private swapLive(next: Policy, params: PolicyParams): void {
     this.policy = next;
     this.policyName = next.name;
     this.policyParams = params;
     this.metrics?.policySwaps.inc({ policy: next.name });
+  }
+
+  // ---------------------------------------------------------------- shadow and canary (rollout.ts)
+
+  /**
+   * Runs another policy beside the live one on every decision, without acting: same candidates, after
+   * the live pick, on its own instance and seeded draw; its onRouted/onDone are never called. Replaces
+   * a running shadow. An unknown name or bad parameters throw and change nothing.
+   */
+  shadow(name: string, params: PolicyParams = {}, options: { seed?: number } = {}): void {
+    const policy = this.registry.create(name, params, this.policyEnv());
+    const seed = options.seed === undefined ? undefined : checkInteger(options.seed, 'shadow seed', -(2 ** 31), 2 ** 32 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
+    this.rollout.startShadow(policy, params, seed);
+  }
+
+  /** Stops the shadow and returns its final report. */
+  stopShadow(): ShadowReport {
+    return this.rollout.stopShadow();
+  }
+
+  /** Agreement and predicted-TTFT deltas of the running (or last) shadow. */
+  shadowReport(): ShadowReport {
+    return this.rollout.shadowReport();
+  }
+
+  /**
+   * Routes a seeded `fraction` of decisions with the candidate policy and rolls back on its own when a
+   * guard trips (an event on `router.rollout`, 'canary', says why). Replaces a running canary. Bad
+   * arguments throw typed errors and leave the live policy and any running canary in place.
+   */
+  canary(name: string, params: PolicyParams, fraction: number, guard?: CanaryGuard | readonly CanaryGuard[], options: CanaryOptions = {}): CanaryStatus {
+    const checked = checkCanaryArgs(fraction, guard);
+    if (options.seed !== undefined) checkInteger(options.seed, 'canary seed', -(2 ** 31), 2 ** 32 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
+    const policy = this.registry.create(name, params ?? {}, this.policyEnv());
+    this.rollout.startCanary(policy, params ?? {}, this.policyName, checked.fraction, checked.guards, options);
+    return this.rollout.canaryStatus();
+  }
+
+  canaryStatus(): CanaryStatus {
+    return this.rollout.canaryStatus();
+  }
+
+  /** Makes the running canary the live policy (its instance, with whatever it learned). */
+  promoteCanary(reason = 'promoted by the operator'): CanaryStatus {
+    const policy = this.rollout.canaryPolicy;
+    if (policy === null) fail('DYSTRO_ERR_INVALID_ARGUMENT', 'canary', 'running to be promoted', this.rollout.canaryStatus().state);
+    const params = this.rollout.canaryStatus().params;
+    this.rollout.end('promoted', reason);
+    this.swapLive(policy, params);
+    return this.rollout.canaryStatus();
+  }
+
+  /** Stops the running canary; the live policy stays. Returns the final status (idle: a no-op). */
+  abortCanary(reason = 'aborted by the operator'): CanaryStatus {
+    this.rollout.end('aborted', reason);
+    return this.rollout.canaryStatus();
+  }
+
+  /** Subscribes to canary events (started, rolled-back, promoted, aborted); returns an unsubscribe function. */
+  onCanaryEvent(listener: (event: CanaryEvent) => void): () => void {
+    this.rollout.on('canary', listener);
+    return () => this.rollout.off('canary', listener);
   }
 
   /** The live policy's name and parameters. */
@@ -413,15 +516,49 @@ export class Router {
       }
     }
 
-    // 4. Policy.
-    let chosen = s.n > 0 ? this.policy.pick(s) : -1;
+    // 4. Policy: the live one, or the canary for its seeded share; then the shadow beside it.
+    const arm = this.rollout.drawArm();
+    const acting = arm === ARM_CANARY ? this.rollout.canaryPolicy! : this.policy;
+    this.acting = acting;
+    this.actingArm = arm;
+    let chosen = s.n > 0 ? acting.pick(s) : -1;
     if (!(chosen >= 0 && chosen < s.n)) chosen = -1;
+    if (this.rollout.shadowPolicy !== null && s.n > 0) this.runShadow(s, chosen);
 
     // 5. Admission.
     const decision = this.admit(s, chosen, sloClass, eligible, snapshot);
     this.metrics?.observeDecision(decision, (performance.now() - t0) / 1000);
     for (const hook of this.decisionHooks) hook(s, decision);
     return decision;
+  }
+
+  /**
+   * The shadow's pick over this decision's context, leaving the context as the live pick left it: its
+   * own draw, the live scores restored (explanations show the live policy's), and any candidate it
+   * added withdrawn (admission must see the live candidate set).
+   */
+  private runShadow(s: PickScratch, chosen: number): void {
+    const shadow = this.rollout.shadowPolicy!;
+    const n0 = s.n;
+    if (this.asideScores.length < n0) this.asideScores = new Float64Array(Math.max(n0, this.asideScores.length * 2));
+    this.asideScores.set(s.scores.subarray(0, n0));
+    s.rng = this.rollout.shadowRng;
+    let c = -1;
+    try {
+      c = shadow.pick(s);
+    } catch {
+      c = -1; // a shadow that throws refuses; it must never break the live decision
+    } finally {
+      s.rng = this.rng;
+    }
+    const valid = c >= 0 && c < s.n;
+    const shadowSlot = valid ? s.slots[c] : -1;
+    const shadowMs = valid ? s.predictedTtftMs[c] : NaN;
+    for (let i = n0; i < s.n; i++) s.candGen[s.slots[i]] = 0; // 0 is never a live generation
+    s.n = n0;
+    s.scores.set(this.asideScores.subarray(0, n0));
+    const agreed = this.rollout.recordShadow(chosen >= 0 ? s.slots[chosen] : -1, chosen >= 0 ? s.predictedTtftMs[chosen] : NaN, shadowSlot, shadowMs);
+    this.metrics?.shadowDecisions.inc({ shadow: shadow.name, outcome: agreed ? 'agree' : 'disagree' });
   }
 
   private sessionKeyOf(key: string): bigint {
@@ -468,7 +605,7 @@ export class Router {
     // Nobody meets the SLO now: queue if the class queue has room, else shed.
     const waitMs = Math.max(1, s.predictedTtftMs[best] - sloClass.ttftMs);
     if (!this.admission.draining && sloClass.queueLimit > 0 && this.admission.queueLength(sloClass) < sloClass.queueLimit) {
-      return this.admission.enqueue(sloClass, req, this.policyName, (r) => this.route(r));
+      return this.admission.enqueue(sloClass, req, this.acting.name, (r) => this.route(r));
     }
     if (sloClass.routeOverSlo && !this.admission.draining) return this.commit(s, chosen >= 0 ? chosen : best, sloClass);
     return this.shed(s, sloClass, sloClass.queueLimit > 0 ? 'queue-full' : 'slo-unmeetable', Math.ceil(waitMs));
@@ -480,7 +617,7 @@ export class Router {
   }
 
   private shed(s: PickScratch, sloClass: import('./admission.js').SloClass, reason: ShedDecision['reason'], retryAfterMs: number): ShedDecision {
-    return { kind: 'shed', policy: this.policyName, sloClass: sloClass.name, reason, retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)), explanation: s.request.explain ? this.explain(s, -1) : undefined };
+    return { kind: 'shed', policy: this.acting.name, sloClass: sloClass.name, reason, retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)), explanation: s.request.explain ? this.explain(s, -1) : undefined };
   }
 
   private commit(s: PickScratch, chosen: number, sloClass: import('./admission.js').SloClass): RoutedDecision {
@@ -489,13 +626,18 @@ export class Router {
     const cachedTokens = Math.min(s.promptTokens, s.cachedBlocks[chosen] * this.blockSize);
     const uncached = s.promptTokens - cachedTokens;
     const blocks = Math.ceil((s.promptTokens + s.outputTokens) / this.blockSize);
+    const acting = this.acting;
     this.inflight.add(slot, uncached, blocks);
     if (this.speculative && s.promptBlocks > 0) this.speculateBlocks(slot, s.promptBlocks);
-    this.policy.onRouted?.(s, chosen);
+    acting.onRouted?.(s, chosen);
+    this.rollout.routedOn(this.actingArm);
     this.admission.charge(s.request.tenant ?? '', s.promptTokens, s.nowMs);
     const state: TicketState = {
       slot,
-      incarnation: replica.incarnation,
+      epoch: this.slotEpoch[slot],
+      policy: acting,
+      arm: this.actingArm,
+      canaryEpoch: this.rollout.canaryEpoch,
       uncached,
       blocks,
       predictedMs: s.predictedTtftMs[chosen],
@@ -503,9 +645,10 @@ export class Router {
       firstTokenSeen: false,
       done: false,
     };
+    this.trackOpen(state);
     return {
       kind: 'route',
-      policy: this.policyName,
+      policy: acting.name,
       sloClass: sloClass.name,
       replica,
       pool: replica.pool,
@@ -538,37 +681,57 @@ export class Router {
 
   private ticket(replicaId: string, st: TicketState): Ticket {
     const router = this;
-    const end = (kind: 'end' | 'error' | 'cancel') => {
-      if (st.done) return;
-      st.done = true;
-      const current = router.fleet.snapshot().bySlot[st.slot];
-      // A removed or restarted replica's counters were reset: nothing to return.
-      if (!current || current.id !== replicaId || current.incarnation !== st.incarnation) return;
-      router.inflight.finish(st.slot, st.blocks, st.firstTokenSeen ? 0 : st.uncached);
-      router.policy.onDone?.(st.slot);
-      router.metrics?.finished.inc({ outcome: kind });
-      router.admission.wake();
-    };
     return {
       replicaId,
       onStart() {},
       onFirstToken() {
         if (st.done || st.firstTokenSeen) return;
         st.firstTokenSeen = true;
-        const current = router.fleet.snapshot().bySlot[st.slot];
-        if (!current || current.id !== replicaId || current.incarnation !== st.incarnation) return;
+        if (router.slotEpoch[st.slot] !== st.epoch) return;
         router.inflight.prefilled(st.slot, st.uncached);
         const observed = router.clock.nowMs() - st.routedAtMs;
         router.predictor.observe(st.slot, st.predictedMs, observed);
+        router.rollout.observeFirstToken(st.arm, st.canaryEpoch, observed);
         router.metrics?.ttft.observe(observed / 1000);
       },
-      onEnd: () => end('end'),
-      onError: () => end('error'),
-      onCancel: () => end('cancel'),
+      onEnd: () => router.finishTicket(st, 'end'),
+      onError: () => router.finishTicket(st, 'error'),
+      onCancel: () => router.finishTicket(st, 'cancel'),
       get done() {
         return st.done;
       },
     };
+  }
+
+  /** Returns a request's counts exactly once, whichever way it ends. */
+  private finishTicket(st: TicketState, kind: 'end' | 'error' | 'cancel' | 'timeout'): void {
+    if (st.done) return;
+    st.done = true;
+    if (kind === 'error' || kind === 'timeout') this.rollout.observeError(st.arm, st.canaryEpoch);
+    // A removed or restarted replica's counters were reset: nothing to return.
+    if (this.slotEpoch[st.slot] !== st.epoch) return;
+    this.inflight.finish(st.slot, st.blocks, st.firstTokenSeen ? 0 : st.uncached);
+    st.policy.onDone?.(st.slot);
+    this.metrics?.finished.inc({ outcome: kind });
+    this.admission.wake();
+  }
+
+  /** Remembers an open ticket for the timeout, dropping ended ones from the front (amortized O(1)). */
+  private trackOpen(st: TicketState): void {
+    const q = this.openTickets;
+    while (this.openHead < q.length && q[this.openHead].done) this.openHead++;
+    if (this.openHead > 1024 && this.openHead * 2 > q.length) {
+      this.openTickets = q.slice(this.openHead);
+      this.openHead = 0;
+    }
+    this.openTickets.push(st);
+  }
+
+  /** Tickets still open (tests and diagnostics). */
+  openTicketCount(): number {
+    let n = 0;
+    for (let i = this.openHead; i < this.openTickets.length; i++) if (!this.openTickets[i].done) n++;
+    return n;
   }
 
   private explain(s: PickScratch, chosen: number): Explanation {
@@ -590,7 +753,18 @@ export class Router {
 
   /** Processes class-queue timeouts (call periodically, or from the simulator's clock). */
   tick(): void {
+    // Requests routed longer than requestTimeoutMs ago and never ended: their proxy lost the ticket.
+    const deadline = this.clock.nowMs() - this.requestTimeoutMs;
+    // Collected first: finishing one wakes the class queues, whose routing appends to openTickets.
+    const q = this.openTickets;
+    const expired: TicketState[] = [];
+    while (this.openHead < q.length && (q[this.openHead].done || q[this.openHead].routedAtMs <= deadline)) {
+      const st = q[this.openHead++];
+      if (!st.done) expired.push(st);
+    }
+    for (const st of expired) this.finishTicket(st, 'timeout');
     this.admission.tick();
+    this.rollout.evaluate();
   }
 }
 
