@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   DYSTRO_ERR_PROMPT_TOO_LARGE: 'A prompt is longer than the router accepts (maxPromptTokens).',
   DYSTRO_ERR_UNKNOWN_POLICY: 'A policy name that is not registered (the message lists the valid ones and the nearest).',
   DYSTRO_ERR_POLICY_PARAMS: 'A policy parameter that is unknown, of the wrong type or out of range.',
+  DYSTRO_ERR_ALREADY_SUBSCRIBED: 'A replica rank already has a KV event subscription.',
+  DYSTRO_ERR_INGEST_CLOSED: 'A KV event ingest was used after close().',
   DYSTRO_ERR_KERNEL: 'A kernel returned a status the host did not expect (a bug: please report it).',
 } as const;
 
