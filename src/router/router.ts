@@ -598,8 +598,9 @@ export class Router {
     let best = -1;
     for (let i = 0; i < s.n; i++) if (best < 0 || s.predictedTtftMs[i] < s.predictedTtftMs[best]) best = i;
     if (best >= 0 && s.predictedTtftMs[best] <= sloClass.ttftMs) {
-      // Someone can serve it in time: never shed; keep the policy's choice when it made one.
-      return this.commit(s, chosen >= 0 ? chosen : best, sloClass);
+      // Someone can serve it in time: never shed, and never send it where it would miss the SLO (the
+      // policy's choice did): the least predicted TTFT, found among every eligible replica.
+      return this.commit(s, best, sloClass);
     }
     if (best < 0) return this.shed(s, sloClass, 'no-eligible-replica', 1000);
     // Nobody meets the SLO now: queue if the class queue has room, else shed.
