@@ -3,7 +3,8 @@ import { defaultRegistry } from './registry.js';
 import { leastRequest, p2c, random, roundRobin } from './baseline.js';
 import { predictedTtft } from './predicted-ttft.js';
 import { consistentHash } from './consistent-hash.js';
+import { cacheAware } from './cache-aware.js';
 
-for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft, consistentHash]) defaultRegistry.register(f);
+for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft, consistentHash, cacheAware]) defaultRegistry.register(f);
 
 export { defaultRegistry };
