@@ -4,7 +4,8 @@ import { leastRequest, p2c, random, roundRobin } from './baseline.js';
 import { predictedTtft } from './predicted-ttft.js';
 import { consistentHash } from './consistent-hash.js';
 import { cacheAware } from './cache-aware.js';
+import { kvCost } from './kv-cost.js';
 
-for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft, consistentHash, cacheAware]) defaultRegistry.register(f);
+for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft, consistentHash, cacheAware, kvCost]) defaultRegistry.register(f);
 
 export { defaultRegistry };
