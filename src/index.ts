@@ -1,7 +1,50 @@
 /**
- * Dystro's public API. Kernels first (this release): prefix block hashing and consistent hashing over
- * a WebAssembly, native or TypeScript backend. The router, policies and simulator build on these.
+ * Dystro's public API: the router a proxy embeds (createRouter → route → ticket callbacks), its fleet,
+ * prefix index, KV event ingest and policy registry; underneath, the kernels (prefix block hashing and
+ * consistent hashing over a WebAssembly, native or TypeScript backend).
  */
+
+// The router (DESIGN §1–§2, §4).
+export { createRouter, Router } from './router/router.js';
+export type { RouterOptions } from './router/router.js';
+export type {
+  CandidateExplanation,
+  Decision,
+  Explanation,
+  PickContext,
+  Policy,
+  PolicyEnv,
+  PolicyFactory,
+  PolicyParams,
+  QueuedDecision,
+  RoutedDecision,
+  RouteRequest,
+  ShedDecision,
+  Ticket,
+} from './router/types.js';
+export type { SloClassSpec, TenantQuota } from './router/admission.js';
+export { RouterMetrics } from './router/metrics.js';
+export { CANARY_METRICS } from './router/rollout.js';
+export type { CanaryEvent, CanaryGuard, CanaryMetric, CanaryOptions, CanaryState, CanaryStatus, GuardReading, ShadowReport } from './router/rollout.js';
+
+// Policies: the registry every built-in is registered in (by stable name), and the class for your own.
+export { defaultRegistry as policies } from './policies/index.js';
+export { PolicyRegistry } from './policies/registry.js';
+
+// Fleet, prefix index and KV event ingest.
+export { Fleet } from './fleet/fleet.js';
+export type { FleetChange, FleetOptions, FleetSnapshot, Health, PoolSpec, PoolView, ReplicaSpec, ReplicaView } from './fleet/fleet.js';
+export type { LoadReport, SanitizeOutcome } from './fleet/load.js';
+export { MatchResult, PrefixIndex } from './index/prefix-index.js';
+export type { IndexEntry, IndexStats, PrefixIndexOptions } from './index/prefix-index.js';
+export { KvEventIngest } from './index/kv-events.js';
+export type { IngestOptions, IngestResult, KvEventIngestOptions, SubscribeOptions } from './index/kv-events.js';
+
+// Injected time (tests and the simulator drive a FakeClock).
+export { FakeClock, systemClock } from './clock.js';
+export type { Clock } from './clock.js';
+
+// Kernels.
 export { ABI_VERSION, NO_NODE, Status, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from './kernels/abi.js';
 export type { BackendName, KernelBackend, KernelTable } from './kernels/abi.js';
 export { loadKernels, loadKernelsSync, loadBackend, availableBackends, describeSelection, BACKEND_NAMES } from './kernels/select.js';
