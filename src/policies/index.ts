@@ -5,7 +5,8 @@ import { predictedTtft } from './predicted-ttft.js';
 import { consistentHash } from './consistent-hash.js';
 import { cacheAware } from './cache-aware.js';
 import { kvCost } from './kv-cost.js';
+import { weightedScorers } from './weighted-scorers.js';
 
-for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft, consistentHash, cacheAware, kvCost]) defaultRegistry.register(f);
+for (const f of [roundRobin, random, leastRequest, p2c, predictedTtft, consistentHash, cacheAware, kvCost, weightedScorers]) defaultRegistry.register(f);
 
 export { defaultRegistry };
