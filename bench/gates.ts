@@ -20,6 +20,7 @@ import {
 } from './lookup.ts';
 import type { QualityResult } from './quality.ts';
 import type { IndexBenchResult } from './prefix-index.ts';
+import { OP_ROUTE_8K, type RouterBenchResult } from './router.ts';
 import { bestPeer, findTiming, fmtBytes, fmtNs, mdTable, section, type Timing } from './util.ts';
 
 export type GateStatus = 'pass' | 'fail' | 'skip';
@@ -43,6 +44,7 @@ export interface GateInputs {
   /** Groups that ran (a gate whose group was left out with --only is skipped, not failed). */
   readonly groupsRun: ReadonlySet<string>;
   readonly indexBench?: IndexBenchResult;
+  readonly router?: RouterBenchResult;
 }
 
 /** The node / bucket count the lookup gates are taken at. */
@@ -153,6 +155,22 @@ export function evaluateGates(inp: GateInputs): GateResult[] {
   const qualitySkip = notRun('quality');
   const maglevRow = inp.quality?.rows.find((r) => r.scheme.startsWith('Maglev') && r.nodes === GATE_NODES);
   check('Maglev balance at 1,000 nodes, exact table share max/mean', true, maglevRow?.exactMaxOverMean, 1.05, false, (x) => x.toFixed(4), maglevRow?.scheme, qualitySkip);
+
+  // --- routing decisions (bench/router.ts) ---
+  const routerSkip = notRun('router');
+  check(
+    'route() median at 10,000 replicas ÷ at 1,000 (wasm, 8,192 tokens, same index size)',
+    true,
+    inp.router?.scaleRatio,
+    1.5,
+    false,
+    ratio,
+    'candidates: the prefix holders plus a constant sample, whatever the fleet size',
+    routerSkip ?? (loaded('wasm') ? undefined : 'wasm not loaded'),
+  );
+  // DESIGN §2: "a whole decision (hashing 8k tokens included) costs under 20 µs in WebAssembly".
+  const wasmRoute = inp.router?.latency.find((l) => l.op === OP_ROUTE_8K && l.backend === 'wasm');
+  check('target: wasm route() median, 8,192 tokens, 1,000 replicas, 10 M index entries (DESIGN §2: < 20 µs)', false, wasmRoute?.medianNs, 20_000, false, fmtNs, wasmRoute ? `p99 ${fmtNs(wasmRoute.p99Ns)}` : undefined, routerSkip);
 
   // --- targets: printed, never failing ---
   for (const b of ['wasm', 'native']) {

@@ -1,6 +1,6 @@
 /**
  * Benchmark entry point: `npm run bench` (full, < 10 min) or `npm run bench:ci` (`--ci`, < 2 min, gates
- * decide the exit code). `--only=hashing,lookup,quality,heap` runs a subset while working on one part.
+ * decide the exit code). `--only=hashing,lookup,quality,heap,index,router` runs a subset while working on one part.
  *
  * Prints Markdown to stdout (progress to stderr) and writes everything measured to
  * .bench-out/latest.json. Groups: 1 prefix hashing, 2 lookups, 3 quality, 4 heap growth, 5 gates, then
@@ -19,6 +19,7 @@ import { runLookups } from './lookup.ts';
 import { loadPeers } from './peers.ts';
 import { runQuality, type QualityResult } from './quality.ts';
 import { runIndexBench, type IndexBenchResult } from './prefix-index.ts';
+import { runRouter, type RouterBenchResult } from './router.ts';
 import { summaryMarkdown } from './summary.ts';
 import { mdTable, parseConfig, type Timing } from './util.ts';
 
@@ -88,6 +89,7 @@ async function main(): Promise<number> {
   let quality: QualityResult | undefined;
   let heap: HeapResult | undefined;
   let indexBench: IndexBenchResult | undefined;
+  let router: RouterBenchResult | undefined;
   const timed = <T>(group: string, fn: () => T): T => {
     process.stderr.write(`bench: ${group} …\n`);
     const t0 = performance.now();
@@ -130,7 +132,15 @@ async function main(): Promise<number> {
     out(r.markdown);
   }
 
-  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench });
+  if (wants('router')) {
+    const r = timed('router', () => runRouter(loaded, cfg));
+    router = r.result;
+    timings.push(...router.timings);
+    json.router = router;
+    out(r.markdown);
+  }
+
+  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench, router });
   out(gatesMarkdown(gates, cfg.ci));
   out(summaryMarkdown(timings, loaded.map((k) => k.name)));
 

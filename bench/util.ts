@@ -49,7 +49,7 @@ export function parseConfig(argv: readonly string[]): BenchConfig {
   const ci = argv.includes('--ci');
   const only = argv.filter((a) => a.startsWith('--only=')).flatMap((a) => a.slice(7).split(',')).filter(Boolean);
   const unknown = argv.filter((a) => a !== '--ci' && !a.startsWith('--only='));
-  if (unknown.length) throw new Error(`Unknown argument(s) ${unknown.join(' ')}; usage: bench/run.ts [--ci] [--only=hashing,lookup,quality,heap]`);
+  if (unknown.length) throw new Error(`Unknown argument(s) ${unknown.join(' ')}; usage: bench/run.ts [--ci] [--only=hashing,lookup,quality,heap,index,router]`);
   return ci
     ? {
         ci,
