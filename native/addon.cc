@@ -26,6 +26,13 @@
 //   rendezvousLookup(nodeHashes: BigUint64Array, weights: Float64Array, key: bigint): number
 //   rendezvousLookupBatch(nodeHashes: BigUint64Array, weights: Float64Array, keys: BigUint64Array,
 //                         out: Int32Array): number
+// The prefix index (INDEX_EXPORTS; the index lives in C++, prefix_index.h, behind an external handle):
+//   indexCreate(maxEntries: number, replicaCapacity: number, seed: number, ttlMs: number): handle | number
+//   indexApply(handle, records: Uint32Array, count: number, nowMs: number): number
+//   indexMatch(handle, hashes: BigUint64Array, count: number, nowMs: number, out: Uint32Array): number
+//   indexStats(handle, out: Float64Array): number (OK or BAD_ARG)
+//   indexDump(handle, nowMs: number): Uint32Array | number(status)
+//   indexFree(handle): number (OK or BAD_ARG)
 //
 // Nothing here throws into JS: an argument of the wrong type (a plain Array, an Int32Array where a
 // Uint32Array is due, a number where a bigint is due, a missing argument) returns BAD_ARG, following
@@ -41,9 +48,12 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdint>
+#include <new>
 #include <string>
 
 #include "kernels.h"
+#include "prefix_index.h"
 
 namespace {
 
@@ -387,6 +397,181 @@ napi_value RendezvousLookupBatch(napi_env env, napi_callback_info info) {
                dystro::RendezvousLookupBatch(hashes.data, weights.data, hashes.len, keys.data, keys.len, out.data, out.len));
 }
 
+// ---- prefix index --------------------------------------------------------------------------------
+//
+// A handle is an external whose data is an IndexBox. The box owns the C++ index until indexFree deletes
+// it (setting `index` to null, so later calls with the handle answer BAD_ARG instead of touching freed
+// memory); the external's finalizer deletes whatever is left when the handle is garbage collected, so an
+// index the host forgot to free is still released. The externals carry a type tag so that an external
+// made by some other addon is refused rather than misread. The index's memory is reported to V8 as
+// external memory (napi_adjust_external_memory) so the garbage collector sees what a handle costs.
+
+struct IndexBox {
+  dystro::PrefixIndex* index;
+  int64_t reported;  // bytes currently reported to V8 as external memory
+};
+
+// Random, fixed: identifies handles made by this addon.
+constexpr napi_type_tag kIndexTag = {0x64797374726f5049ULL, 0x9b1c3f5e27d84a61ULL};
+
+// Brings V8's external-memory figure in line with what the index holds now (it changes only when the
+// table or the arena grows, so on the hot path this is one comparison).
+void Account(napi_env env, IndexBox* box) {
+  const int64_t now = box->index != nullptr ? static_cast<int64_t>(box->index->AllocatedBytes()) : 0;
+  if (now == box->reported) return;
+  int64_t total;
+  napi_adjust_external_memory(env, now - box->reported, &total);
+  box->reported = now;
+}
+
+void FinalizeIndex(napi_env env, void* data, void* /*hint*/) {
+  IndexBox* box = static_cast<IndexBox*>(data);
+  delete box->index;
+  box->index = nullptr;
+  Account(env, box);
+  delete box;
+}
+
+// The live index behind a handle; false for anything else (a freed handle included).
+bool ReadIndex(napi_env env, napi_value value, dystro::PrefixIndex** out) {
+  void* data = nullptr;
+  if (napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) return false;
+  bool tagged = false;
+  if (napi_check_object_type_tag(env, value, &kIndexTag, &tagged) != napi_ok || !tagged) return false;
+  *out = static_cast<IndexBox*>(data)->index;
+  return *out != nullptr;
+}
+
+// A clock reading as the spec takes it (`now >>>= 0`): ToUint32 of any number, so NaN and ±∞ give 0,
+// fractions truncate toward zero and everything wraps mod 2^32. False only for a non-number.
+bool ReadStamp(napi_env env, napi_value value, uint32_t* out) {
+  double d;
+  if (!ReadNumber(env, value, &d)) return false;
+  if (!std::isfinite(d)) {
+    *out = 0;
+    return true;
+  }
+  double m = std::fmod(std::trunc(d), 4294967296.0);
+  if (m < 0) m += 4294967296.0;
+  *out = static_cast<uint32_t>(m);
+  return true;
+}
+
+napi_value IndexCreate(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  size_t maxEntries;
+  size_t replicas;
+  size_t seed;
+  size_t ttl;
+  if (!a.ok || !ReadCount(env, a.v[0], static_cast<double>(dystro::kIndexMaxEntries), &maxEntries) ||
+      !ReadCount(env, a.v[1], dystro::kIndexMaxReplicas, &replicas) || replicas < 1 ||
+      !ReadCount(env, a.v[2], 4294967295.0, &seed) || !ReadCount(env, a.v[3], 4294967295.0, &ttl)) {
+    return BadArg(env);
+  }
+  dystro::PrefixIndexOptions options;
+  options.maxEntries = maxEntries;
+  options.replicaCapacity = static_cast<uint32_t>(replicas);
+  options.seed = static_cast<uint32_t>(seed);
+  options.ttlMs = static_cast<uint32_t>(ttl);
+  IndexBox* box = new (std::nothrow) IndexBox{dystro::PrefixIndex::Create(options), 0};
+  if (box == nullptr || box->index == nullptr) {
+    if (box != nullptr) delete box;
+    return Int32(env, dystro::kNoMemory);
+  }
+  napi_value handle = nullptr;
+  if (napi_create_external(env, box, FinalizeIndex, nullptr, &handle) != napi_ok ||
+      napi_type_tag_object(env, handle, &kIndexTag) != napi_ok) {
+    if (handle == nullptr) {  // not owned by a finalizer yet
+      delete box->index;
+      delete box;
+    }
+    return Int32(env, dystro::kNoMemory);
+  }
+  Account(env, box);
+  return handle;
+}
+
+napi_value IndexApply(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::PrefixIndex* index;
+  Span<uint32_t> records;
+  size_t count;
+  uint32_t now;
+  if (!a.ok || !ReadIndex(env, a.v[0], &index) || !ReadArray(env, a.v[1], &records) ||
+      !ReadCount(env, a.v[2], 9007199254740991.0, &count) || !ReadStamp(env, a.v[3], &now)) {
+    return BadArg(env);
+  }
+  const int64_t r = index->Apply(records.data, records.len, count, now);
+  void* data = nullptr;
+  napi_get_value_external(env, a.v[0], &data);
+  Account(env, static_cast<IndexBox*>(data));
+  return Int64(env, r);
+}
+
+napi_value IndexMatch(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::PrefixIndex* index;
+  Span<uint64_t> hashes;
+  size_t count;
+  uint32_t now;
+  Span<uint32_t> out;
+  if (!a.ok || !ReadIndex(env, a.v[0], &index) || !ReadArray(env, a.v[1], &hashes) ||
+      !ReadCount(env, a.v[2], 9007199254740991.0, &count) || !ReadStamp(env, a.v[3], &now) ||
+      !ReadArray(env, a.v[4], &out)) {
+    return BadArg(env);
+  }
+  if (count > hashes.len) return BadArg(env);
+  return Int64(env, index->Match(hashes.data, count, now, out.data, out.len));
+}
+
+napi_value IndexStats(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::PrefixIndex* index;
+  Span<double> out;
+  if (!a.ok || !ReadIndex(env, a.v[0], &index) || !ReadArray(env, a.v[1], &out)) return BadArg(env);
+  index->Stats(out.data, out.len);
+  return Int32(env, kOk);
+}
+
+// Control path: counts the live holders, allocates the result on the JS heap, then fills it.
+napi_value IndexDump(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::PrefixIndex* index;
+  uint32_t now;
+  if (!a.ok || !ReadIndex(env, a.v[0], &index) || !ReadStamp(env, a.v[1], &now)) return BadArg(env);
+  const size_t holders = index->CountLive(now);
+  if (holders > SIZE_MAX / (dystro::kIndexDumpWords * sizeof(uint32_t))) return Int32(env, dystro::kNoMemory);
+  const size_t words = holders * dystro::kIndexDumpWords;
+  void* data = nullptr;
+  napi_value buffer = nullptr;
+  napi_value array = nullptr;
+  if (napi_create_arraybuffer(env, words * sizeof(uint32_t), &data, &buffer) != napi_ok ||
+      napi_create_typedarray(env, napi_uint32_array, words, buffer, 0, &array) != napi_ok) {
+    // A failed allocation may leave a pending RangeError; clear it so nothing throws into JS.
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    return Int32(env, dystro::kNoMemory);
+  }
+  if (words > 0) index->Dump(now, static_cast<uint32_t*>(data), words);
+  return array;
+}
+
+napi_value IndexFree(napi_env env, napi_callback_info info) {
+  Args a(env, info);
+  dystro::PrefixIndex* index;
+  if (!a.ok || !ReadIndex(env, a.v[0], &index)) return BadArg(env);
+  void* data = nullptr;
+  napi_get_value_external(env, a.v[0], &data);
+  IndexBox* box = static_cast<IndexBox*>(data);
+  delete box->index;
+  box->index = nullptr;
+  Account(env, box);
+  return Int32(env, kOk);
+}
+
 // ---- registration --------------------------------------------------------------------------------
 
 struct Export {
@@ -394,7 +579,8 @@ struct Export {
   napi_callback callback;
 };
 
-// Exactly ABI_EXPORTS of src/kernels/abi.ts, in the same order; native.ts checks every name is present.
+// Exactly ABI_EXPORTS then INDEX_EXPORTS of src/kernels/abi.ts, in the same order; native.ts checks every
+// name is present.
 constexpr Export kExports[] = {
     {"abiVersion", AbiVersion},
     {"xxh64", Xxh64},
@@ -412,6 +598,12 @@ constexpr Export kExports[] = {
     {"maglevAssignBounded", MaglevAssignBounded},
     {"rendezvousLookup", RendezvousLookup},
     {"rendezvousLookupBatch", RendezvousLookupBatch},
+    {"indexCreate", IndexCreate},
+    {"indexApply", IndexApply},
+    {"indexMatch", IndexMatch},
+    {"indexStats", IndexStats},
+    {"indexDump", IndexDump},
+    {"indexFree", IndexFree},
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -10,7 +10,7 @@
   "targets": [
     {
       "target_name": "dystro",
-      "sources": ["kernels.cc", "addon.cc"],
+      "sources": ["kernels.cc", "prefix_index.cc", "addon.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       "cflags": ["-O3", "-ffp-contract=off", "-fno-fast-math"],

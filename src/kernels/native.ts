@@ -2,9 +2,10 @@
  * The native backend: the N-API addon built from `native/` by `npm run build:native`, adapted to
  * {@link KernelBackend}.
  *
- * The addon exports the flat functions of ABI_EXPORTS (signatures listed at the top of native/addon.cc)
- * and works on the caller's typed arrays in place, so a table here is nothing but the typed arrays the
- * host built, held in a small class and passed back on every call. Nothing is copied and the hot-path
+ * The addon exports the flat functions of ABI_EXPORTS and INDEX_EXPORTS (signatures listed at the top of
+ * native/addon.cc) and works on the caller's typed arrays in place, so a table here is nothing but the
+ * typed arrays the host built, held in a small class and passed back on every call. (The prefix index is
+ * the exception: it lives in C++ memory behind an opaque handle, see NativeIndex.) Nothing is copied and the hot-path
  * methods are single calls that allocate nothing on the JS heap. The tables are held as DataViews over
  * those arrays, made once on the control path: the addon accepts either, and N-API decodes a DataView
  * in ~9 ns against 23–35 ns for a typed array (it has to find the typed array's element type), which
@@ -18,10 +19,13 @@ import { fileURLToPath } from 'node:url';
 import {
   ABI_EXPORTS,
   ABI_VERSION,
+  INDEX_EXPORTS,
   MAX_MAGLEV_SIZE,
   Status,
   type KernelBackend,
   type KernelTable,
+  type PrefixIndexConfig,
+  type PrefixIndexHandle,
 } from './abi.js';
 
 /** A table argument: the typed array, or a DataView over it (see the top of the file). */
@@ -84,7 +88,21 @@ interface NativeAddon {
     keys: BigUint64Array,
     out: Int32Array,
   ): number;
+
+  /** An external wrapping the C++ index (native/prefix_index.h), or a negative status. */
+  indexCreate(maxEntries: number, replicaCapacity: number, seed: number, ttlMs: number): NativeIndexRef | number;
+  indexApply(index: NativeIndexRef, records: Uint32Array, count: number, nowMs: number): number;
+  indexMatch(index: NativeIndexRef, hashes: BigUint64Array, count: number, nowMs: number, out: Uint32Array): number;
+  /** OK, or BAD_ARG (wrong types, freed index). */
+  indexStats(index: NativeIndexRef, out: Float64Array): number;
+  /** The live holders, or a negative status (BAD_ARG, NO_MEMORY). */
+  indexDump(index: NativeIndexRef, nowMs: number): Uint32Array | number;
+  /** OK, or BAD_ARG when the handle is not a live index. */
+  indexFree(index: NativeIndexRef): number;
 }
+
+/** The addon's handle to a C++ index: an opaque N-API external (freed by indexFree, or by the GC). */
+type NativeIndexRef = object;
 
 type TypedArrayClass<T> = abstract new (length: number) => T;
 
@@ -150,6 +168,18 @@ class NativeRendezvous implements KernelTable {
   }
 }
 
+/**
+ * A prefix index living in C++ memory. `ref` is the addon's external; the garbage collector frees the
+ * C++ index if the host drops the handle without calling indexFree.
+ */
+class NativeIndex implements PrefixIndexHandle {
+  readonly backend = 'native' as const;
+  constructor(
+    readonly config: Readonly<PrefixIndexConfig>,
+    readonly ref: NativeIndexRef,
+  ) {}
+}
+
 /** Where native/build.mjs (node-gyp --directory native) leaves the addon; the same from src/ and dist/. */
 const ADDON_URL = new URL('../../native/build/Release/dystro.node', import.meta.url);
 
@@ -172,7 +202,8 @@ function requireAddon(): NativeAddon {
     });
   }
   const addon = mod as Record<string, unknown>;
-  const missing = ABI_EXPORTS.filter((name) => typeof addon[name] !== 'function');
+  // INDEX_EXPORTS may already be part of ABI_EXPORTS (ABI version 2); a name checked twice costs nothing.
+  const missing = [...ABI_EXPORTS, ...INDEX_EXPORTS].filter((name) => typeof addon[name] !== 'function');
   if (missing.length > 0) {
     throw new Error(`The native addon at ${path} lacks ${missing.join(', ')}. Rebuild it with \`npm run build:native\`.`);
   }
@@ -251,6 +282,35 @@ function adapt(addon: NativeAddon): KernelBackend {
 
     // The tables are ordinary typed arrays owned by the JS heap; the garbage collector frees them.
     free() {},
+
+    indexCreate(config) {
+      const ref = addon.indexCreate(config.maxEntries, config.replicaCapacity, config.seed, config.ttlMs);
+      if (typeof ref === 'number') {
+        // Control path: the host validated the config, so this is memory (or a host bug).
+        throw ref === Status.NO_MEMORY
+          ? new RangeError('The native prefix index could not allocate its memory')
+          : new RangeError(`The native prefix index refused its configuration (status ${ref}): ${JSON.stringify(config)}`);
+      }
+      return new NativeIndex({ ...config }, ref);
+    },
+    indexApply: (index, records, count, nowMs) => addon.indexApply((index as NativeIndex).ref, records, count, nowMs),
+    indexMatch: (index, hashes, count, nowMs, out) =>
+      addon.indexMatch((index as NativeIndex).ref, hashes, count, nowMs, out),
+    indexStats(index, out) {
+      addon.indexStats((index as NativeIndex).ref, out);
+    },
+    indexDump(index, nowMs) {
+      const words = addon.indexDump((index as NativeIndex).ref, nowMs);
+      if (typeof words === 'number') {
+        throw words === Status.NO_MEMORY
+          ? new RangeError('Not enough memory to dump the native prefix index')
+          : new TypeError(`indexDump expects a live native prefix index (the native kernel returned status ${words})`);
+      }
+      return words;
+    },
+    indexFree(index) {
+      addon.indexFree((index as NativeIndex).ref);
+    },
   };
 }
 
