@@ -286,7 +286,10 @@ export class KvEventIngest {
     this.restart(replica);
   }
 
-  /** 'synced', 'replaying' (a gap is being repaired) or 'unknown' (never heard of, or lost and not yet heard from again). */
+  /**
+   * 'synced' (every batch since the start, or since a restart, applied), 'replaying' (a gap is being
+   * repaired) or 'unknown' (nothing heard yet, or wiped after a loss and not heard from since).
+   */
   replicaState(replica: number): ReplicaIndexState {
     const slot = this.slots.get(replica);
     if (!slot || slot.streams.size === 0) return 'unknown';

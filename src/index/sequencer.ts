@@ -27,6 +27,10 @@
  *   is wiped and rebuilt by a replay from seq 0. Granted at most once per `resyncCooldownMs`, so a batch
  *   that is inconsistent in itself cannot loop.
  *
+ * State: 'unknown' until the first batch is applied and after an unrecoverable loss until the next
+ * one; 'replaying' while a repair runs; 'synced' otherwise (an announced restart is 'synced': the new
+ * incarnation's cache is empty, as its index entries now are).
+ *
  * Single-threaded: the replay runs as an async task; between its awaits the live path only buffers.
  */
 import { systemClock, type Clock } from '../clock.js';
@@ -128,7 +132,8 @@ export class Sequencer<T> {
   private pending: Pending<T>[] = [];
   private readonly pendingSeqs = new Set<number>();
   private repairing = false;
-  private unknown = false;
+  /** Nothing known yet, or wiped after an unrecoverable loss; cleared by the next applied batch. */
+  private unknown = true;
   private attempts = 0;
   /** Bumped by every restart and close: a task from an older generation stops touching state. */
   private gen = 0;

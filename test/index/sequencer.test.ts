@@ -59,7 +59,9 @@ class Harness {
 
 test('in-order frames apply at once; duplicates are dropped and counted', async () => {
   const h = new Harness();
+  assert.is(h.seq.state, 'unknown'); // nothing heard yet
   const f0 = h.publish();
+  assert.is(h.seq.state, 'synced');
   h.publish();
   h.deliver(f0);
   h.publish();
