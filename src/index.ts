@@ -38,7 +38,11 @@ export type { LoadReport, SanitizeOutcome } from './fleet/load.js';
 export { MatchResult, PrefixIndex } from './index/prefix-index.js';
 export type { IndexEntry, IndexStats, PrefixIndexOptions } from './index/prefix-index.js';
 export { KvEventIngest } from './index/kv-events.js';
-export type { IngestOptions, IngestResult, KvEventIngestOptions, SubscribeOptions } from './index/kv-events.js';
+export type { IngestOptions, IngestResult, KvEventIngestOptions, ReplayOptions, ReplicaIndexState, SubscribeOptions } from './index/kv-events.js';
+export type { ReplicaNamespace } from './index/replica-state.js';
+export type { ReplayFrame, ReplaySource, Timers } from './index/sequencer.js';
+export { REJECT_REASONS, decodeKvEventBatch } from './index/vllm-events.js';
+export type { DecodeLimits, DecodeResult, KvEvent, KvEventBatch, RejectReason } from './index/vllm-events.js';
 
 // Injected time (tests and the simulator drive a FakeClock).
 export { FakeClock, systemClock } from './clock.js';
