@@ -60,6 +60,8 @@ export interface KvEventIngestOptions {
   metricsPrefix?: string;
   clock?: Clock;
   timers?: Timers;
+  /** A subscriber's socket error (it is recreated) or a failure applying its frames (logged, counted). */
+  onError?: (replica: number, err: unknown) => void;
 }
 
 export interface IngestOptions {
@@ -109,6 +111,7 @@ class Metrics {
   readonly unknownRemoved: Counter;
   readonly capEvictions: Counter;
   readonly lag: Histogram;
+  readonly subscriberErrors: Counter;
 
   constructor(registry: Registry, p: string, ingest: KvEventIngest, index: PrefixIndex) {
     const registers = [registry];
@@ -124,6 +127,7 @@ class Metrics {
     this.orphans = new Counter({ name: `${p}kv_orphan_blocks_total`, help: 'Stored blocks whose parent was unknown (not indexed)', registers });
     this.unknownRemoved = new Counter({ name: `${p}kv_unknown_removals_total`, help: 'Removed blocks the router did not hold', registers });
     this.capEvictions = new Counter({ name: `${p}kv_replica_cap_evictions_total`, help: 'Keys evicted at the per-replica cap', registers });
+    this.subscriberErrors = new Counter({ name: `${p}kv_subscriber_errors_total`, help: 'Subscriber socket errors (socket recreated) and failures applying received frames', registers });
     this.lag = new Histogram({
       name: `${p}kv_ingest_lag_seconds`,
       help: 'Time from a batch being published (its ts) to its application',
@@ -243,6 +247,10 @@ export class KvEventIngest {
       endpoint: options.endpoint,
       topic: options.topic,
       onMessage: (frames) => this.onFrames(stream, frames),
+      onError: (err) => {
+        this.metrics?.subscriberErrors.inc();
+        this.options.onError?.(replica, err);
+      },
     });
     stream.subscriber.start();
   }

@@ -64,9 +64,9 @@ export interface ZmqSubscriberOptions {
   endpoint: string;
   /** Topic prefix (vLLM's default is ""). */
   topic?: string;
-  /** Every message received, as its frames (vLLM: topic, seq, payload). Must not throw. */
+  /** Every message received, as its frames (vLLM: topic, seq, payload). An exception goes to onError. */
   onMessage(frames: Uint8Array[]): void;
-  /** A receive error that made the subscriber recreate its socket. */
+  /** A receive error that made the subscriber recreate its socket, or an exception from onMessage. */
   onError?(err: unknown): void;
   /** Messages queued in ZeroMQ before it drops (default 100,000, vLLM's PUB high-water mark). */
   receiveHighWaterMark?: number;
@@ -117,7 +117,12 @@ export class ZmqSubscriber {
       try {
         for (;;) {
           const frames = await s.receive();
-          this.options.onMessage(frames);
+          try {
+            this.options.onMessage(frames);
+          } catch (err) {
+            // The handler's failure (say, an index freed under it) is not the socket's: keep receiving.
+            this.options.onError?.(err);
+          }
         }
       } catch (err) {
         if (this.closed) break;

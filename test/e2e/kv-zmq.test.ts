@@ -104,11 +104,11 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, timeo
 
 const big = (_: string, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v);
 
-function setup() {
+function setup(onError?: (replica: number, err: unknown) => void) {
   const clock = new FakeClock(1_000_000);
   const registry = new Registry();
   const index = new PrefixIndex(jsBackend, { maxEntries: 1 << 22, replicaCapacity: 4, clock });
-  const ingest = new KvEventIngest(index, { namespace: NS, blockSize: BS, registry, replay: { timeoutMs: 1000, backoffMs: 20 } });
+  const ingest = new KvEventIngest(index, { namespace: NS, blockSize: BS, registry, replay: { timeoutMs: 1000, backoffMs: 20 }, onError });
   const model = new IndexModel(BS, 120_000, () => NS);
   const metric = async (name: string, labels: Record<string, string> = {}) =>
     (await registry.getSingleMetric(`dystro_${name}`)!.get()).values.filter((x) => Object.entries(labels).every(([k, v]) => x.labels[k] === v)).reduce((a, x) => a + x.value, 0);
@@ -156,7 +156,8 @@ test('a publisher that drops batches: the index repairs itself by replay and equ
 });
 
 test('malformed frames on the wire are rejected per reason; the index is unchanged and the subscriber keeps running', async () => {
-  const { index, ingest, model, metric } = setup();
+  const errors: unknown[] = [];
+  const { index, ingest, model, metric } = setup((_, e) => errors.push(e));
   const pub = new TestPublisher('');
   await pub.start();
   try {
@@ -197,6 +198,11 @@ test('malformed frames on the wire are rejected per reason; the index is unchang
     assert.is(JSON.stringify(index.dump(), big), JSON.stringify(model.dump(0), big));
     // (A gap is possible: batches sent before the subscription connected are replayed from seq 0.)
     assert.is(await metric('kv_unrecoverable_total'), 0);
+    // A failure applying a frame (here: the index freed under the ingest) is reported, not thrown.
+    index.free();
+    await pub.publish(encodeBatch(4, [{ type: 'AllBlocksCleared' }]));
+    await until('the apply failure to be counted', async () => (await metric('kv_subscriber_errors_total')) === 1);
+    assert.equal(errors.map((e) => (e as { code?: string }).code), ['DYSTRO_ERR_TABLE_FREED']);
   } finally {
     await ingest.close();
     await pub.close();
