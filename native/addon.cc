@@ -521,6 +521,14 @@ napi_value IndexMatch(napi_env env, napi_callback_info info) {
     return BadArg(env);
   }
   if (count > hashes.len) return BadArg(env);
+  // The kernel reads hashes ahead of the block it judges while it writes out: views of one buffer that
+  // overlap would make the result depend on that order, so they are refused (as the wasm module refuses
+  // overlapping written regions).
+  const uintptr_t h0 = reinterpret_cast<uintptr_t>(hashes.data);
+  const uintptr_t o0 = reinterpret_cast<uintptr_t>(out.data);
+  if (count > 0 && out.len > 0 && h0 < o0 + out.len * sizeof(uint32_t) && o0 < h0 + count * sizeof(uint64_t)) {
+    return BadArg(env);
+  }
   return Int64(env, index->Match(hashes.data, count, now, out.data, out.len));
 }
 

@@ -58,6 +58,9 @@ constexpr size_t kRing = 32;  // probe results in flight: > kFindAhead, a power 
 // them in the newest chains. When a probe run leaves the home line, stage 2 prefetches this many lines.
 constexpr uint64_t kRunLines = 3;
 constexpr int64_t kUnresolved = -2;  // ProbeLine: the run continues past the home line
+// Blocks whose home lines are read before block 0 is known to be held (see Match).
+constexpr size_t kEarlyAhead = 8;
+static_assert(kEarlyAhead <= kPrefetchAhead, "the early window is part of the prefetch window");
 static_assert(kFindAhead < kRing && (kRing & (kRing - 1)) == 0, "ring of probe results");
 static_assert(kFindAhead < kPrefetchAhead, "lookups come after their prefetch");
 
@@ -74,16 +77,9 @@ inline uint32_t TierBits(uint32_t w) { return (w >> kTierShift) & 7; }
 // Signed 32-bit difference now − stamp of two wrapping millisecond stamps (the spec's `age`).
 inline int32_t Age(uint32_t now, uint32_t stamp) { return static_cast<int32_t>(now - stamp); }
 
-// The best tier of a block counts for the replica: GPU before CPU before disk; none means speculative.
-inline void CountTier(uint32_t* tiers, uint32_t t) {
-  if ((t & 1) != 0) {
-    tiers[0]++;
-  } else if ((t & 2) != 0) {
-    tiers[1]++;
-  } else if ((t & 4) != 0) {
-    tiers[2]++;
-  }
-}
+// The tier a block counts for in a match: its best tier, GPU (0) before CPU (1) before disk (2); 3 when
+// it has none (speculative), a counter nobody reads.
+constexpr uint8_t kBestTier[8] = {3, 0, 1, 0, 2, 0, 1, 0};
 
 // Big arrays (the slot table and the arena). From 2 MiB up they are 2 MiB-aligned and, on Linux, marked
 // for transparent huge pages: a match walks hundreds of random slots of a table that can be hundreds of
@@ -201,12 +197,15 @@ inline int64_t PrefixIndex::Find(uint32_t lo, uint32_t hi) const {
   }
 }
 
-// Prefetches the line of a key's home slot, and the next line too when the home slot sits at offset
-// `fromOffset` or later within its line (0: always), where a probe run is likely to cross over.
-inline void PrefixIndex::PrefetchHome(uint64_t key, uint64_t fromOffset) const {
-  const uint64_t s = HomeOf(static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+// Prefetches the line of slot s, and the next line too when s sits at offset `fromOffset` or later
+// within its line (0: always; kSlotsPerLine: never), where a probe run or scan is likely to cross over.
+inline void PrefixIndex::PrefetchSlot(uint64_t s, uint64_t fromOffset) const {
   DYSTRO_PREFETCH(&slots_[s]);
   if ((s & (kSlotsPerLine - 1)) >= fromOffset) DYSTRO_PREFETCH(&slots_[(s + kSlotsPerLine) & mask_]);
+}
+
+inline void PrefixIndex::PrefetchHome(uint64_t key, uint64_t fromOffset) const {
+  PrefetchSlot(HomeOf(static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32)), fromOffset);
 }
 
 // xorshift32 (Marsaglia 2003, shifts 13, 17, 5), the spec's sampler.
@@ -438,18 +437,39 @@ void PrefixIndex::EvictOne(uint32_t now) {
   }
   // A full index evicts once per new holder: start the next eviction's sample reads now (the generator's
   // next draws, computed on a copy of its state), so they arrive while this record and the next finish.
+  // A draw on the last slot of its line scans into the next line when that slot is empty (~40% of the
+  // time at 3/5 load), so that line comes too.
   uint32_t x = rng_;
   for (int k = 0; k < kSamples; k++) {
     x ^= x << 13;
     x ^= x >> 17;
     x ^= x << 5;
-    DYSTRO_PREFETCH(&slots_[x & mask_]);
+    PrefetchSlot(x & mask_, kSlotsPerLine - 1);
   }
+  // Resolve each draw to the next occupied slot: first within the drawn line, so that the draws whose
+  // scan goes on (rare) fetch their next lines together instead of one after another.
+  bool pending = false;
   for (int k = 0; k < kSamples; k++) {
     uint64_t s = at[k];
-    while (slots_[s].a == kEmptySlot) s = (s + 1) & mask_;
+    const uint64_t last = s | (kSlotsPerLine - 1);
+    while (slots_[s].a == kEmptySlot && s != last) s++;
+    if (slots_[s].a == kEmptySlot) {
+      s = (s + 1) & mask_;
+      DYSTRO_PREFETCH(&slots_[s]);
+      pending = true;
+    }
     at[k] = s;
-    if ((slots_[s].a & kOverflow) != 0) DYSTRO_PREFETCH(arena_ + static_cast<uint64_t>(slots_[s].a & ~kOverflow) * 2);
+  }
+  if (pending) {
+    for (int k = 0; k < kSamples; k++) {
+      uint64_t s = at[k];
+      while (slots_[s].a == kEmptySlot) s = (s + 1) & mask_;
+      at[k] = s;
+    }
+  }
+  for (int k = 0; k < kSamples; k++) {
+    const uint32_t a = slots_[at[k]].a;
+    if ((a & kOverflow) != 0) DYSTRO_PREFETCH(arena_ + static_cast<uint64_t>(a & ~kOverflow) * 2);
   }
   uint64_t bestSlot = 0;
   uint32_t bestIdx = 0;
@@ -657,11 +677,18 @@ inline int64_t PrefixIndex::ProbeLine(uint32_t lo, uint32_t hi) const {
 
 int64_t PrefixIndex::Match(const uint64_t* hashes, size_t count, uint32_t now, uint32_t* out, size_t outLen) {
   if (count == 0) return 0;
-  // Start the first blocks' reads together: block 0's own miss then overlaps the others'.
-  const size_t warm = count < kPrefetchAhead ? count : kPrefetchAhead;
-  for (size_t b = 0; b < warm; b++) PrefetchHome(hashes[b], kSlotsPerLine);
+  // Block 0 decides whether there is anything to walk. Its line (and the next: a key that is absent is
+  // only proven so at the end of its probe run) is read together with the home lines of the next few
+  // blocks, so a hit does not wait a whole miss before the pipeline starts; the rest of the window is
+  // prefetched only once block 0 is found, so that a miss, the common case for a new prompt, costs
+  // about one memory access and does not spend bandwidth on lines it will never read.
+  PrefetchHome(hashes[0], 0);
+  const size_t early = count < kEarlyAhead ? count : kEarlyAhead;
+  for (size_t b = 1; b < early; b++) PrefetchHome(hashes[b], kSlotsPerLine);
   const int64_t s0 = Find(static_cast<uint32_t>(hashes[0]), static_cast<uint32_t>(hashes[0] >> 32));
   if (s0 < 0) return 0;
+  const size_t warm = count < kPrefetchAhead ? count : kPrefetchAhead;
+  for (size_t b = early; b < warm; b++) PrefetchHome(hashes[b], kSlotsPerLine);
 
   uint32_t g = ++matchGen_;
   if (g == 0) {
@@ -675,6 +702,8 @@ int64_t PrefixIndex::Match(const uint64_t* hashes, size_t count, uint32_t now, u
   // judges block b. Stages 1 and 2 only read, so running them past the block where the walk stops
   // changes nothing.
   int64_t ring[kRing];
+  // A replica's (gen, depth) as one integer: one compare asks whether it is still walking, at block b.
+  const auto key = [](const Scratch& sc) { return static_cast<uint64_t>(sc.gen) << 32 | sc.depth; };
   const uint32_t* const arena = arena_;
   const Slot* const slots = slots_;
   const auto stage2 = [&](size_t b) {
@@ -706,7 +735,7 @@ int64_t PrefixIndex::Match(const uint64_t* hashes, size_t count, uint32_t now, u
       sc.tiers[0] = 0;
       sc.tiers[1] = 0;
       sc.tiers[2] = 0;
-      CountTier(sc.tiers, TierBits(w));
+      sc.tiers[kBestTier[TierBits(w)]]++;
     }
   }
 
@@ -718,20 +747,31 @@ int64_t PrefixIndex::Match(const uint64_t* hashes, size_t count, uint32_t now, u
     int64_t s = ring[b & (kRing - 1)];
     if (s == kUnresolved) s = Find(static_cast<uint32_t>(hashes[b]), static_cast<uint32_t>(hashes[b] >> 32));
     if (s < 0) break;
+    // The candidates are the `walking` replicas that reached depth b; each holds a block at most once, so
+    // the scan of the holders can stop as soon as all of them have advanced.
+    const size_t walking = active;
     active = 0;
+    const uint64_t want = static_cast<uint64_t>(g) << 32 | static_cast<uint32_t>(b);  // (gen, depth) of a candidate
     const Slot& slot = slots[s];
-    const bool inlined = (slot.a & kOverflow) == 0;
-    const uint32_t n = inlined ? 1 : slot.b & kCountMask;
-    const uint32_t* pairs = inlined ? nullptr : arena + static_cast<uint64_t>(slot.a & ~kOverflow) * 2;
+    if ((slot.a & kOverflow) == 0) {
+      const uint32_t w = slot.a;
+      Scratch& sc = scratch_[w & kReplicaMask];
+      if (key(sc) == want && IsLive(w, slot.b, now)) {
+        sc.depth = static_cast<uint32_t>(b + 1);
+        sc.tiers[kBestTier[TierBits(w)]]++;
+        active = 1;
+      }
+      continue;
+    }
+    const uint32_t n = slot.b & kCountMask;
+    const uint32_t* pairs = arena + static_cast<uint64_t>(slot.a & ~kOverflow) * 2;
     for (uint32_t i = 0; i < n; i++) {
-      const uint32_t w = inlined ? slot.a : pairs[2 * i];
-      const uint32_t r = w & kReplicaMask;
-      Scratch& sc = scratch_[r];
-      if (sc.gen != g || sc.depth != b) continue;
-      if (!IsLive(w, inlined ? slot.b : pairs[2 * i + 1], now)) continue;
+      const uint32_t w = pairs[2 * i];
+      Scratch& sc = scratch_[w & kReplicaMask];
+      if (key(sc) != want || !IsLive(w, pairs[2 * i + 1], now)) continue;
       sc.depth = static_cast<uint32_t>(b + 1);
-      CountTier(sc.tiers, TierBits(w));
-      active++;
+      sc.tiers[kBestTier[TierBits(w)]]++;
+      if (++active == walking) break;
     }
   }
 

@@ -87,17 +87,21 @@ class PrefixIndex {
     uint32_t a;   // kEmpty, an inline holder word (top bit 0), or kOverflow | chunk
     uint32_t b;   // inline: stamp; overflow: count | class << 24
   };
-  // Match scratch of one replica: valid when gen equals the current match generation.
+  // Match scratch of one replica: valid when gen equals the current match generation. depth and gen come
+  // first and together so that one 64-bit compare asks "is this replica still walking, at this block?".
   struct Scratch {
-    uint32_t gen;
     uint32_t depth;
-    uint32_t tiers[3];  // leading blocks counted on GPU, CPU, disk (best tier of each block)
+    uint32_t gen;
+    // Leading blocks counted on GPU, CPU, disk (best tier of each block); [3] absorbs speculative blocks
+    // so the count needs no branch.
+    uint32_t tiers[4];
   };
 
   PrefixIndex() = default;
 
   uint64_t HomeOf(uint32_t lo, uint32_t hi) const;
   int64_t Find(uint32_t lo, uint32_t hi) const;
+  void PrefetchSlot(uint64_t s, uint64_t fromOffset) const;
   void PrefetchHome(uint64_t key, uint64_t fromOffset) const;
   int64_t ProbeLine(uint32_t lo, uint32_t hi) const;
   uint32_t NextRandom();
