@@ -4,9 +4,9 @@
  *
  * The addon exports the flat functions of ABI_EXPORTS and INDEX_EXPORTS (signatures listed at the top of
  * native/addon.cc) and works on the caller's typed arrays in place, so a table here is nothing but the
- * typed arrays the host built, held in a small class and passed back on every call. (The prefix index is
- * the exception: it lives in C++ memory behind an opaque handle, see NativeIndex.) Nothing is copied and the hot-path
- * methods are single calls that allocate nothing on the JS heap. The tables are held as DataViews over
+ * typed arrays the host built, held in a small class and passed back on every call (the prefix index is
+ * the exception: it lives in C++ memory behind an opaque handle, see NativeIndex). Nothing is copied and
+ * the hot-path methods are single calls that allocate nothing on the JS heap. The tables are held as DataViews over
  * those arrays, made once on the control path: the addon accepts either, and N-API decodes a DataView
  * in ~9 ns against 23–35 ns for a typed array (it has to find the typed array's element type), which
  * halves the cost of a single ring or rendezvous lookup. The addon is optional: it is only
