@@ -546,11 +546,13 @@ export class Simulation {
 
   // ------------------------------------------------------------ requests
 
-  private seedOf(tenant: string): bigint {
-    let s = this.nsSeeds.get(tenant);
+  /** The router's namespace seed for (model, tenant): block 0 of the chain the engines cache under. */
+  private seedOf(model: string, tenant: string): bigint {
+    const k = `${model}\u0000${tenant}`;
+    let s = this.nsSeeds.get(k);
     if (s === undefined) {
-      s = this.hasher.namespaceSeed({ model: this.model, tenant });
-      this.nsSeeds.set(tenant, s);
+      s = this.hasher.namespaceSeed({ model, tenant });
+      this.nsSeeds.set(k, s);
     }
     return s;
   }
@@ -572,7 +574,7 @@ export class Simulation {
       const seq = out && out.length > 0 ? concat(prompt, out) : prompt;
       const blocks = Math.floor(seq.length / this.blockSize);
       const big = new BigUint64Array(Math.max(1, blocks));
-      this.hasher.hashTokens(seq, this.seedOf(wr.tenant ?? ''), big);
+      this.hasher.hashTokens(seq, this.seedOf(wr.model ?? this.model, wr.tenant ?? ''), big);
       sr.hashes = new Uint32Array(big.buffer, 0, 2 * blocks);
       sr.hashBlocks = blocks;
     });

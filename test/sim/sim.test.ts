@@ -6,7 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { simulate, type SimConfig, type SimResult } from '../../src/sim/index.ts';
+import { Simulation, simulate, type SimConfig, type SimResult } from '../../src/sim/index.ts';
 import { multiTurn, sharedPrefix, zipfPrefixes } from '../../src/sim/workloads.ts';
 
 const H100 = { accelerator: 'H100', model: 'llama-3-8b' } as const;
@@ -78,6 +78,23 @@ test('overload with an SLO class: requests queue in the router, some are shed, e
   assert.is(r.requests.completed + r.requests.shed + r.requests.failed, r.requests.total);
   assert.ok(r.queueWaitMs.count > 0 && r.queueWaitMs.max <= 400 + 50 + 1e-9, `queue waits end by the timeout (+ one tick): ${r.queueWaitMs.max}`);
   assert.equal(deterministic(r), deterministic(simulate({ fleet: [{ ...H100, replicas: 2 }], workload, seed: 1, admission: [{ name: 'interactive', ttftMs: 300, queueLimit: 20, queueTimeoutMs: 400 }] })));
+});
+
+test('the queue mirror agrees with the router: every queued decision resolves as the simulator accounted it', async () => {
+  const workload = sharedPrefix({ groups: 100, promptsPerGroup: 2, systemPromptTokens: 6000, questionTokens: 500, outputTokens: 20, ratePerS: 400, seed: 4 });
+  const sim = new Simulation({ fleet: [{ ...H100, replicas: 2 }], workload, seed: 1, admission: [{ name: 'interactive', ttftMs: 300, queueLimit: 20, queueTimeoutMs: 400 }] });
+  const outcomes: string[] = [];
+  const route = sim.router.route.bind(sim.router);
+  sim.router.route = (req) => {
+    const d = route(req);
+    if (d.kind === 'queue') void d.ready.then((x) => outcomes.push(x.kind === 'shed' ? x.reason : x.kind));
+    return d;
+  };
+  const r = sim.run();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.is(outcomes.length, r.requests.queued, 'every queued decision resolved');
+  assert.is(outcomes.filter((o) => o === 'route').length, r.queueWaitMs.count, 'routed from the queue');
+  assert.is(outcomes.filter((o) => o === 'queue-timeout').length, r.requests.shedReasons['queue-timeout'] ?? 0, 'timed out in the queue');
 });
 
 test('replica loss: requests before their first token are retried elsewhere, streams fail, the router drops the replica', () => {
