@@ -30,11 +30,13 @@ export {
   scaleRate,
   sliceWorkload,
   describeWorkload,
+  workloadFromSpec,
+  WORKLOAD_KINDS,
   fillStream,
   VOCAB,
   MOONCAKE_BLOCK_TOKENS,
 } from './workloads.js';
-export type { Workload, WorkloadRequest, MooncakeOptions, AzureOptions, SharedPrefixOptions, MultiTurnOptions, ZipfPrefixOptions } from './workloads.js';
+export type { Workload, WorkloadSpec, WorkloadRequest, MooncakeOptions, AzureOptions, SharedPrefixOptions, MultiTurnOptions, ZipfPrefixOptions } from './workloads.js';
 export { LatencyHistogram, maxOverMean } from './metrics.js';
 export type { Percentiles } from './metrics.js';
 export { HitCeilings, ThreadedCeilings } from './ceilings.js';

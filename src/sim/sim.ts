@@ -34,7 +34,7 @@ import { EventQueue } from './event-queue.js';
 import { EngineRequest, SimEngine, rooflineStepModel, type EngineListener, type StepModel } from './engine.js';
 import { LatencyHistogram, NanosHistogram, maxOverMean, type Percentiles } from './metrics.js';
 import { HitCeilings, ThreadedCeilings, type CeilingResult, type CeilingSink } from './ceilings.js';
-import type { Workload } from './workloads.js';
+import { workloadFromSpec, type Workload, type WorkloadSpec } from './workloads.js';
 
 // ---------------------------------------------------------------- configuration
 
@@ -71,7 +71,8 @@ export type FailureScenario =
 export interface SimConfig {
   /** Accelerator pools; every pool serves the model the workload asks for (default: the first pool's). */
   fleet: readonly PoolConfig[] | { pools: readonly PoolConfig[] };
-  workload: Workload;
+  /** A workload, or its spec as plain data ({ kind: 'mooncake', rateScale: 2 }, …). */
+  workload: Workload | WorkloadSpec;
   /** Policy name or { name, params } (default predicted-ttft). */
   policy?: string | { name: string; params?: PolicyParams };
   /** Seeds the router's draws and the simulator's (default 1). */
@@ -341,8 +342,9 @@ export class Simulation {
     if (config === null || typeof config !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'config', 'an object { fleet, workload, … }', config);
     const pools = Array.isArray(config.fleet) ? config.fleet : (config.fleet as { pools: readonly PoolConfig[] } | undefined)?.pools;
     if (!Array.isArray(pools) || pools.length === 0) fail('DYSTRO_ERR_INVALID_CONFIG', 'config.fleet', 'a non-empty array of pools', config.fleet);
-    const w = config.workload;
-    if (!w || !Array.isArray(w.requests) || typeof w.prompt !== 'function') fail('DYSTRO_ERR_INVALID_CONFIG', 'config.workload', 'a Workload { requests, prompt(i) }', w);
+    const given = config.workload as Workload | WorkloadSpec | undefined;
+    const w = given && typeof given === 'object' && 'kind' in given ? workloadFromSpec(given) : (given as Workload);
+    if (!w || !Array.isArray(w.requests) || typeof w.prompt !== 'function') fail('DYSTRO_ERR_INVALID_CONFIG', 'config.workload', 'a Workload { requests, prompt(i) } or a WorkloadSpec { kind, … }', w);
     this.workload = w;
     this.seed = config.seed ?? 1;
     if (!Number.isInteger(this.seed)) fail('DYSTRO_ERR_INVALID_CONFIG', 'config.seed', 'an integer', config.seed);

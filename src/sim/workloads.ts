@@ -519,3 +519,49 @@ export function describeWorkload(w: Workload): { requests: number; spanS: number
   }
   return { requests: n, spanS: span, ratePerS: span > 0 ? n / span : 0, inputTokensMean: n ? inp / n : 0, outputTokensMean: n ? out / n : 0 };
 }
+
+// ---------------------------------------------------------------- declarative specs
+
+/** A workload as plain data (JSON configuration files, the CLI, sweeps). */
+export type WorkloadSpec = (
+  | ({ kind: 'mooncake' } & Omit<MooncakeOptions, 'text'>)
+  | ({ kind: 'azure' } & Omit<AzureOptions, 'text'>)
+  | ({ kind: 'shared-prefix' } & SharedPrefixOptions)
+  | { kind: 'llm-d-precise-prefix'; ratePerS: number; seed?: number; rounds?: number }
+  | ({ kind: 'multi-turn' } & MultiTurnOptions)
+  | ({ kind: 'zipf-prefixes' } & ZipfPrefixOptions)
+) & {
+  /** Time compression applied after loading: 2 = twice the offered load. */
+  rateScale?: number;
+};
+
+export const WORKLOAD_KINDS = ['mooncake', 'azure', 'shared-prefix', 'llm-d-precise-prefix', 'multi-turn', 'zipf-prefixes'] as const;
+
+/** Builds a workload from its spec (typed errors for an unknown kind or bad fields). */
+export function workloadFromSpec(spec: WorkloadSpec): Workload {
+  if (spec === null || typeof spec !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'workload', `a workload or a spec { kind: ${WORKLOAD_KINDS.join(' | ')}, … }`, spec);
+  let w: Workload;
+  switch (spec.kind) {
+    case 'mooncake':
+      w = loadMooncake(spec);
+      break;
+    case 'azure':
+      w = loadAzure(spec);
+      break;
+    case 'shared-prefix':
+      w = sharedPrefix(spec);
+      break;
+    case 'llm-d-precise-prefix':
+      w = llmdPrecisePrefix(spec.ratePerS, spec.seed, spec.rounds);
+      break;
+    case 'multi-turn':
+      w = multiTurn(spec);
+      break;
+    case 'zipf-prefixes':
+      w = zipfPrefixes(spec);
+      break;
+    default:
+      fail('DYSTRO_ERR_INVALID_CONFIG', 'workload.kind', `one of ${WORKLOAD_KINDS.join(', ')}`, (spec as { kind?: unknown }).kind);
+  }
+  return spec.rateScale !== undefined && spec.rateScale !== 1 ? scaleRate(w, spec.rateScale) : w;
+}

@@ -30,7 +30,8 @@ test('same seed, same result object; another seed, another result', () => {
     load: { intervalMs: 50, stalenessMs: 30 },
   });
   const a = simulate(cfg(1));
-  const b = simulate(cfg(1));
+  // The same workload given as plain data.
+  const b = simulate({ ...cfg(1), workload: { kind: 'zipf-prefixes', prefixes: 30, prefixTokens: 1024, suffixTokens: 256, outputTokens: 40, requests: 400, ratePerS: 30, seed: 1 } });
   assert.equal(deterministic(a), deterministic(b));
   assert.is(a.requests.completed, 400);
   assert.ok(a.events.kvBatchesLost > 0, 'the loss draws are part of the seeded run');
@@ -176,7 +177,7 @@ test('ceilings in a worker thread equal the inline ones', () => {
 });
 
 test('bad configuration is a typed error', () => {
-  for (const bad of [{}, { fleet: [], workload: groups() }, { fleet: [{ ...H100, replicas: 1 }], workload: groups(), events: { lossProbability: 2 } }]) {
+  for (const bad of [{}, { fleet: [], workload: groups() }, { fleet: [{ ...H100, replicas: 1 }], workload: { kind: 'nope' } }, { fleet: [{ ...H100, replicas: 1 }], workload: groups(), events: { lossProbability: 2 } }]) {
     let code: string | undefined;
     try {
       simulate(bad as SimConfig);

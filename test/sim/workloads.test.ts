@@ -16,6 +16,7 @@ import {
   scaleRate,
   sharedPrefix,
   sliceWorkload,
+  workloadFromSpec,
   zipfPrefixes,
 } from '../../src/sim/workloads.ts';
 import { DystroError } from '../../src/errors.ts';
@@ -154,6 +155,21 @@ test('scaleRate compresses time and keeps the prompts', () => {
     assert.ok(Math.abs(f.requests[i].arrivalMs - r.arrivalMs / 4) < 1e-9);
     assert.ok(same(f.prompt(i), w.prompt(i)));
   });
+});
+
+test('workload specs: plain data builds the same workloads; unknown kinds are typed errors', () => {
+  const direct = scaleRate(sharedPrefix({ groups: 2, promptsPerGroup: 2, systemPromptTokens: 32, questionTokens: 16, outputTokens: 2, ratePerS: 5, seed: 9 }), 2);
+  const spec = workloadFromSpec({ kind: 'shared-prefix', groups: 2, promptsPerGroup: 2, systemPromptTokens: 32, questionTokens: 16, outputTokens: 2, ratePerS: 5, seed: 9, rateScale: 2 });
+  assert.equal(spec.requests, direct.requests);
+  assert.ok(same(spec.prompt(3), direct.prompt(3)));
+  assert.is(workloadFromSpec({ kind: 'mooncake', limit: 10 }).requests.length, 10);
+  let code: string | undefined;
+  try {
+    workloadFromSpec({ kind: 'mooncak' } as never);
+  } catch (e) {
+    code = (e as DystroError).code;
+  }
+  assert.is(code, 'DYSTRO_ERR_INVALID_CONFIG');
 });
 
 test.run();
