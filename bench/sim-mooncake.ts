@@ -2,7 +2,7 @@
  * Simulator speed check (printed, never gated): the whole Mooncake conversation trace (12,031 requests,
  * 3,537 s of arrivals) on 16 Llama-3-8B / H100 replicas through the real router.
  *
- *   node --import tsx bench/sim-mooncake.ts [--backend wasm|native|js] [--policy NAME] [--profile] [--limit N]
+ *   node --import tsx bench/sim-mooncake.ts [--backend wasm|native|js] [--policy NAME] [--profile] [--limit N] [--no-ceilings]
  *
  * Prints wall time (the figure), process CPU time (main thread and the ceilings worker together: on a
  * shared machine the wall time moves with the neighbours, the CPU time much less), events, the router's
@@ -23,6 +23,7 @@ const backend = (opt('backend') ?? 'wasm') as BackendChoice;
 const policy = opt('policy') ?? 'predicted-ttft';
 const profile = args.includes('--profile');
 const limit = opt('limit') ? Number(opt('limit')) : undefined;
+const ceilings = !args.includes('--no-ceilings');
 
 const t0 = performance.now();
 let workload = loadMooncake({ seed: 1 });
@@ -30,7 +31,7 @@ if (limit !== undefined) workload = sliceWorkload(workload, 0, limit);
 const loadMs = performance.now() - t0;
 const cpu0 = process.cpuUsage();
 const w0 = performance.now();
-const r = simulate({ fleet: [{ accelerator: 'H100', model: 'llama-3-8b', replicas: 16 }], workload, policy, seed: 1, backend, profile });
+const r = simulate({ fleet: [{ accelerator: 'H100', model: 'llama-3-8b', replicas: 16 }], workload, policy, seed: 1, backend, profile, ceilings: ceilings ? 'auto' : false });
 const wallMs = performance.now() - w0;
 const cpu = process.cpuUsage(cpu0);
 
