@@ -26,17 +26,20 @@
  *
  * Units: token counts, blocks, milliseconds of simulated time; step model in seconds.
  */
-import { prefillEfficiency, stepOverheadS, type EngineModel } from '../model/roofline.js';
+import * as roofline from '../model/roofline.js';
+import type { EngineModel } from '../model/roofline.js';
 import * as records from '../index/records.js';
 import type { LoadReport } from '../fleet/load.js';
 
-// Module-local copies of the record constants: a re-exported binding read in a hot loop can cost a
-// getter call per read when the module is transpiled to CommonJS (tsx), a third of the engine's time.
+// Module-local copies of imported constants and functions: an imported binding read in a hot loop can
+// cost a getter call per read when the module is transpiled to CommonJS (tsx): a third of the engine's time.
 const OP_STORE = records.OP_STORE;
 const OP_REMOVE = records.OP_REMOVE;
 const OP_CLEAR = records.OP_CLEAR;
 const RECORD_WORDS = records.RECORD_WORDS;
 const TIER_GPU = records.TIER_GPU;
+const prefillEfficiency = roofline.prefillEfficiency;
+const stepOverheadS = roofline.stepOverheadS;
 
 /** vLLM's max_num_batched_tokens for chunked prefill (the brief's default; vLLM's own varies by version and usage). */
 export const DEFAULT_MAX_BATCHED_TOKENS = 2048;

@@ -199,6 +199,8 @@ export interface SimResult {
   /** Wall-clock measurements: the only part that differs between identical runs. */
   perf: {
     wallMs: number;
+    /** Process CPU time during the run (all threads: the ceilings worker too; steadier than wall time on a shared machine). */
+    cpuMs: number;
     eventsPerS: number;
     /** The router's decision time (route() as called by the simulator), µs. */
     decisionUs: { count: number; p50: number; p99: number; mean: number };
@@ -463,6 +465,7 @@ export class Simulation {
 
   run(): SimResult {
     const wall0 = now();
+    const cpu0 = process.cpuUsage();
     const q = this.q;
     if (this.reqs.length > 0) q.push(this.reqs[0].arrivalMs, EV_ARRIVAL, 0);
     this.failures.forEach((f, k) => {
@@ -508,7 +511,8 @@ export class Simulation {
       this.drain(t);
     }
     const wallMs = now() - wall0;
-    return this.result(wallMs, events);
+    const cpu = process.cpuUsage(cpu0);
+    return this.result(wallMs, (cpu.user + cpu.system) / 1000, events);
   }
 
   private get done(): boolean {
@@ -936,7 +940,7 @@ export class Simulation {
 
   // ------------------------------------------------------------ result
 
-  private result(wallMs: number, events: number): SimResult {
+  private result(wallMs: number, cpuMs: number, events: number): SimResult {
     const makespanS = this.completed > 0 ? (this.lastEndMs - this.firstArrivalMs) / 1000 : 0;
     let steps = 0;
     let preemptions = 0;
@@ -1003,6 +1007,7 @@ export class Simulation {
       },
       perf: {
         wallMs: Math.round(wallMs),
+        cpuMs: Math.round(cpuMs),
         eventsPerS: wallMs > 0 ? Math.round(events / (wallMs / 1000)) : 0,
         decisionUs: this.decisionNs.summaryUs(),
         breakdownMs,
