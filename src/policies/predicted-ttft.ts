@@ -5,6 +5,13 @@
  * online calibration factor (src/router/predict.ts). A cache hit wins only when it pays for the queue
  * in front of it, and long prompts go where they prefill fastest. Candidates whose load is unknown or
  * stale get a penalty so they never attract traffic on missing data.
+ *
+ * Bounded load (`boundedLoad`, default 1.25; 0 turns it off): the TTFT model balances prefill work, not
+ * concurrency, so under a hot prefix it would crowd the replicas holding it (each cheap prefill invites
+ * the next). A candidate is acceptable only while its in-flight requests stay ≤ ceil(c · (m + 1) / n),
+ * m the router's in-flight total and n the eligible replicas (Mirrokni, Thorup & Zadimoghaddam's cap on
+ * requests); the least predicted TTFT among acceptable candidates wins, and if none is acceptable the
+ * cap is ignored (the cap decides placement, never admission).
  */
 import { numberParam } from './registry.js';
 import { argminRandomTie } from './baseline.js';
@@ -13,16 +20,19 @@ import type { Policy, PolicyFactory } from '../router/types.js';
 export const predictedTtft: PolicyFactory = {
   name: 'predicted-ttft',
   description: 'Least predicted TTFT from the calibrated roofline model: queued prefill ÷ pool rate + uncached prefill + decode interference.',
-  defaults: { staleAfterMs: 5000, unknownPenaltyMs: 1000, tieToleranceMs: 0.5 },
+  defaults: { staleAfterMs: 5000, unknownPenaltyMs: 1000, tieToleranceMs: 0.5, boundedLoad: 1.25 },
   create(params): Policy {
     const staleAfterMs = numberParam('predicted-ttft', params, 'staleAfterMs', 0, 3_600_000);
     const unknownPenaltyMs = numberParam('predicted-ttft', params, 'unknownPenaltyMs', 0, 3_600_000);
     const tol = numberParam('predicted-ttft', params, 'tieToleranceMs', 0, 1000);
+    const c = numberParam('predicted-ttft', params, 'boundedLoad', 0, 100);
+    if (c !== 0 && c <= 1) numberParam('predicted-ttft', { boundedLoad: c }, 'boundedLoad', 1.000001, 100);
     return {
       name: 'predicted-ttft',
       scoreOrder: 'lower-is-better',
       pick(ctx) {
-        return argminRandomTie(ctx, (i) => {
+        const cap = c > 0 && ctx.eligible.length > 0 ? Math.ceil((c * (ctx.inflight.totalRequests + 1)) / ctx.eligible.length) : Infinity;
+        const score = (i: number) => {
           const slot = ctx.slots[i];
           let v = ctx.predictedTtftMs[i];
           const updated = ctx.load.updatedAtMs[slot];
@@ -32,7 +42,12 @@ export const predictedTtft: PolicyFactory = {
           v = tol > 0 ? Math.round(v / tol) * tol : v;
           ctx.scores[i] = v;
           return v;
-        });
+        };
+        if (cap !== Infinity) {
+          const chosen = argminRandomTie(ctx, (i) => (ctx.inflight.requests[ctx.slots[i]] + 1 <= cap ? score(i) : Infinity));
+          if (chosen >= 0 && ctx.inflight.requests[ctx.slots[chosen]] + 1 <= cap) return chosen;
+        }
+        return argminRandomTie(ctx, score);
       },
     };
   },

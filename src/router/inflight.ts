@@ -12,6 +12,8 @@ export class InflightTracker {
   readonly activeBlocks: Float64Array;
   /** Requests ever routed to the slot (SGLang's tie-break). */
   readonly processed: Float64Array;
+  /** Σ requests over all slots, kept in step (bounded-load caps need the average in O(1)). */
+  totalRequests = 0;
 
   constructor(capacity: number) {
     this.requests = new Int32Array(capacity);
@@ -22,6 +24,7 @@ export class InflightTracker {
 
   add(slot: number, uncachedTokens: number, blocks: number): void {
     this.requests[slot]++;
+    this.totalRequests++;
     this.prefillTokens[slot] += uncachedTokens;
     this.activeBlocks[slot] += blocks;
     this.processed[slot]++;
@@ -34,7 +37,10 @@ export class InflightTracker {
 
   /** A request left (any way). `prefillPending` is its uncached tokens if it never got a first token. */
   finish(slot: number, blocks: number, prefillPending: number): void {
-    this.requests[slot] = Math.max(0, this.requests[slot] - 1);
+    if (this.requests[slot] > 0) {
+      this.requests[slot]--;
+      this.totalRequests--;
+    }
     this.activeBlocks[slot] = Math.max(0, this.activeBlocks[slot] - blocks);
     if (prefillPending > 0) this.prefillTokens[slot] = Math.max(0, this.prefillTokens[slot] - prefillPending);
     if (this.requests[slot] === 0) {
@@ -46,6 +52,7 @@ export class InflightTracker {
 
   /** Forgets a slot entirely (replica removed; its tickets become no-ops). */
   reset(slot: number): void {
+    this.totalRequests -= this.requests[slot];
     this.requests[slot] = 0;
     this.prefillTokens[slot] = 0;
     this.activeBlocks[slot] = 0;
