@@ -1,9 +1,11 @@
 /**
- * The WebAssembly kernel module: the flat ABI of src/kernels/abi.ts (ABI_EXPORTS) plus `heapBase`.
+ * The WebAssembly kernel module: the flat ABI of src/kernels/abi.ts (ABI_EXPORTS and INDEX_EXPORTS)
+ * plus `heapBase`.
  *
- * Nothing in this module allocates (runtime "stub", no arrays, strings or classes): every kernel reads
- * and writes the regions the host passes as pointer + count, and the host (src/kernels/wasm.ts) owns
- * all memory above `heapBase()`. Arguments are validated inside each kernel and reported as negative
+ * Nothing in this module allocates by itself (runtime "stub", no arrays, strings or classes): every
+ * kernel reads and writes the regions the host passes as pointer + count, and the host
+ * (src/kernels/wasm.ts) owns all memory above `heapBase()`. The prefix index, which must grow, asks
+ * the host for regions through the imported `env.hostAlloc` / `env.hostFree` (prefix-index.ts). Arguments are validated inside each kernel and reported as negative
  * status codes (status.ts); no input the host can pass makes a kernel trap.
  */
 import { ABI_VERSION } from './status';
@@ -25,3 +27,4 @@ export { ringLookup, ringLookupBatch } from './ring';
 export { maglevBuild, maglevLookup, maglevLookupBatch } from './maglev';
 export { rendezvousLookup, rendezvousLookupBatch } from './rendezvous';
 export { ringAssignBounded, maglevAssignBounded } from './bounded';
+export { indexCreate, indexApply, indexMatch, indexStats, indexDump, indexFree } from './prefix-index';

@@ -9,7 +9,10 @@
  *   steady-state call copies in with `TypedArray.set`, calls the kernel, copies out with a plain loop,
  *   and allocates nothing on the JS heap (no closures, no subarray views, no arrays).
  * Growing memory detaches every view of the old buffer (TOOLCHAIN.md §4), so the views are rebuilt
- * right after each `memory.grow`, the only place the buffer changes (kernels never grow memory).
+ * right after each `memory.grow`, the only place the buffer changes. The prefix index grows (table and
+ * arena doubling): its kernels call back into this allocator through the imports `env.hostAlloc` and
+ * `env.hostFree`, so memory may grow *during* an index call; the views are rebuilt inside that callback
+ * and every method reads `this.u32` & co. afresh after a kernel call, never a view saved before it.
  *
  * Plain `WebAssembly.instantiate` on raw exports (no @assemblyscript/loader): an i64 result comes back
  * as a signed BigInt and is mapped to u64 with `BigInt.asUintN(64, …)`; bigint arguments wrap mod 2^64
@@ -21,13 +24,17 @@ import { fileURLToPath } from 'node:url';
 import {
   ABI_EXPORTS,
   ABI_VERSION,
+  INDEX_EXPORTS,
   MAX_MAGLEV_SIZE,
   MAX_RING_INDEX_BITS,
   NO_NODE,
   Status,
   type KernelBackend,
   type KernelTable,
+  type PrefixIndexConfig,
+  type PrefixIndexHandle,
 } from './abi.js';
+import { MATCH_STRIDE, RECORD_WORDS, STATS_LENGTH } from './js/prefix-index.js';
 
 /** The compiled module; the same relative path works from src/kernels/ (tsx) and dist/kernels/ (tsc). */
 const WASM_URL = new URL('../../dist/wasm/dystro.wasm', import.meta.url);
@@ -42,6 +49,10 @@ const MIN_SCRATCH_BYTES = 64 * 1024;
 const MAX_EXTRA_GROW_PAGES = 256;
 /** Largest bucket count jump() accepts (abi.ts: at most 2^31 − 1, the i32 range of the kernel). */
 const MAX_JUMP_BUCKETS = 0x7fffffff;
+/** Records copied into scratch per indexApply kernel call (16 bytes each: 256 KiB of scratch at most). */
+const APPLY_CHUNK_RECORDS = 16384;
+/** Batches up to this many words are copied with a loop rather than through a subarray view. */
+const SMALL_COPY_WORDS = 64;
 
 /**
  * The part of the WebAssembly JS API used here, declared locally: the project compiles against the
@@ -143,6 +154,37 @@ interface WasmExports {
   ): number;
   rendezvousLookup(hashesPtr: number, weightsPtr: number, n: number, key: bigint): number;
   rendezvousLookupBatch(hashesPtr: number, weightsPtr: number, n: number, keysPtr: number, count: number, outPtr: number, outCap: number): number;
+  /** Returns the state pointer, or 0 (replicaCapacity > 0xFFFFF or no memory). */
+  indexCreate(maxEntries: number, replicaCapacity: number, seed: number, ttlMs: number): number;
+  indexApply(statePtr: number, recordsPtr: number, count: number, now: number): number;
+  indexMatch(statePtr: number, hashesPtr: number, count: number, now: number, outPtr: number, outCap: number): number;
+  indexStats(statePtr: number, outPtr: number): number;
+  /** Writes up to capHolders holders (4 words each); returns the number of live holders. */
+  indexDump(statePtr: number, now: number, outPtr: number, capHolders: number): number;
+  indexFree(statePtr: number): number;
+}
+
+/**
+ * The module's imports. The allocator they call is created after the instance (it needs the instance's
+ * memory), so they go through `heap`, set by the backend's constructor.
+ */
+interface HostLink {
+  heap: LinearHeap | null;
+}
+
+function hostImports(link: HostLink): object {
+  return {
+    env: {
+      // 0 means "no memory" to the kernel: heapBase > 0, so no region ever starts at 0.
+      hostAlloc: (bytes: number): number => {
+        const ptr = link.heap === null ? -1 : link.heap.alloc(bytes >>> 0);
+        return ptr < 0 ? 0 : ptr;
+      },
+      hostFree: (ptr: number): void => {
+        link.heap?.free(ptr >>> 0);
+      },
+    },
+  };
 }
 
 function alignUp(bytes: number, to: number): number {
@@ -277,6 +319,23 @@ class WasmTable implements KernelTable {
   live = true;
 }
 
+/**
+ * A prefix index living in this backend's linear memory: `state` is the kernel's state pointer (its
+ * regions are allocated and released by the kernel through the host imports), 0 once freed.
+ */
+class WasmIndex implements PrefixIndexHandle {
+  readonly backend = 'wasm' as const;
+  /** Most match output words the kernel can write (one stride per replica). */
+  readonly maxOutWords: number;
+  constructor(
+    readonly config: Readonly<PrefixIndexConfig>,
+    readonly owner: WasmBackend,
+    public state: number,
+  ) {
+    this.maxOutWords = config.replicaCapacity * MATCH_STRIDE;
+  }
+}
+
 /** True when `index` is exactly the accelerator abi.ts defines for sorted `points` and `bits`. */
 function indexMatches(points: Uint32Array, index: Uint32Array, bits: number): boolean {
   const buckets = 2 ** bits;
@@ -312,10 +371,16 @@ class WasmBackend implements KernelBackend {
   private wordsSource: BigUint64Array | null = null;
   private words: Int32Array = new Int32Array(0);
 
-  constructor(exports: WasmExports) {
+  // The last partial chain view indexMatch made (count < hashes.length), reused while the caller
+  // passes the same array and count.
+  private hashesSource: BigUint64Array | null = null;
+  private hashesView: BigUint64Array = new BigUint64Array(0);
+
+  constructor(exports: WasmExports, link: HostLink) {
     this.x = exports;
     this.refreshViews();
     this.heap = new LinearHeap(exports.memory, exports.heapBase() >>> 0, () => this.refreshViews());
+    link.heap = this.heap;
     if (this.growScratch(MIN_SCRATCH_BYTES) < 0) throw new Error('dystro wasm: could not reserve the scratch region');
   }
 
@@ -711,6 +776,115 @@ class WasmBackend implements KernelBackend {
     t.live = false;
     t.n = 0; // a freed table now reads as empty (NO_NODE), never as someone else's memory
   }
+
+  // ---------- prefix index ----------
+
+  /** The index when it lives in this backend and is not freed. */
+  private ownIndex(index: PrefixIndexHandle): WasmIndex | null {
+    const h = index as WasmIndex;
+    return h.owner === this && h.state !== 0 ? h : null;
+  }
+
+  indexCreate(config: PrefixIndexConfig): PrefixIndexHandle {
+    const cfg = { ...config };
+    // The host validated the config (integers in range); u32 arguments as the kernel takes them.
+    const state = this.x.indexCreate(cfg.maxEntries >>> 0, cfg.replicaCapacity >>> 0, cfg.seed >>> 0, cfg.ttlMs >>> 0) >>> 0;
+    if (state === 0) {
+      throw new RangeError(`dystro wasm: could not create a prefix index for ${cfg.replicaCapacity} replicas (out of memory, or more than 0xFFFFF replicas)`);
+    }
+    return new WasmIndex(cfg, this, state);
+  }
+
+  indexApply(index: PrefixIndexHandle, records: Uint32Array, count: number, nowMs: number): number {
+    const h = this.ownIndex(index);
+    if (h === null) return Status.BAD_ARG;
+    if (!Number.isInteger(count) || count < 0 || count * RECORD_WORDS > records.length) return Status.BAD_ARG;
+    const now = nowMs >>> 0;
+    // In slices, so a large batch needs no large scratch; the kernel stops at the first bad record,
+    // and so does this loop, so the result is the one a single call would give.
+    for (let done = 0; done < count; ) {
+      const n = Math.min(count - done, APPLY_CHUNK_RECORDS);
+      const words = n * RECORD_WORDS;
+      const ptr = this.scratch(words * 4);
+      if (ptr < 0) return Status.NO_MEMORY;
+      const from = done * RECORD_WORDS;
+      if (from === 0 && words === records.length) {
+        this.u32.set(records, ptr >>> 2);
+      } else if (words <= SMALL_COPY_WORDS) {
+        const dst = this.u32;
+        const at = ptr >>> 2;
+        for (let i = 0; i < words; i++) dst[at + i] = records[from + i];
+      } else {
+        // A view per slice of a larger buffer (apply runs per batch of events, not per routing
+        // decision; one small object per 16,384 records is cheaper than a word-by-word copy).
+        this.u32.set(records.subarray(from, from + words), ptr >>> 2);
+      }
+      const r = this.x.indexApply(h.state, ptr, n, now);
+      if (r !== n) return r;
+      done += n;
+    }
+    return count;
+  }
+
+  indexMatch(index: PrefixIndexHandle, hashes: BigUint64Array, count: number, nowMs: number, out: Uint32Array): number {
+    const h = this.ownIndex(index);
+    if (h === null) return Status.BAD_ARG;
+    if (count === 0) return 0;
+    if (!(count > 0 && count <= hashes.length && Number.isInteger(count))) return Status.BAD_ARG;
+    // At most one stride per replica is ever written, so a longer out needs no more scratch; a shorter
+    // one is passed as is and gives OUT_TOO_SMALL exactly when the reference does.
+    const cap = Math.min(out.length, h.maxOutWords);
+    const outAt = count * 8;
+    const ptr = this.scratch(outAt + cap * 4);
+    if (ptr < 0) return Status.NO_MEMORY;
+    this.u64.set(count === hashes.length ? hashes : this.prefixOf(hashes, count), ptr >>> 3);
+    const r = this.x.indexMatch(h.state, ptr, count, nowMs >>> 0, ptr + outAt, cap);
+    if (r > 0) this.copyU32Out(ptr + outAt, r * MATCH_STRIDE, out);
+    return r;
+  }
+
+  /** hashes[0 … count) as a view, cached for the next call with the same array and count. */
+  private prefixOf(hashes: BigUint64Array, count: number): BigUint64Array {
+    if (hashes !== this.hashesSource || this.hashesView.length !== count) {
+      this.hashesSource = hashes;
+      this.hashesView = hashes.subarray(0, count);
+    }
+    return this.hashesView;
+  }
+
+  indexStats(index: PrefixIndexHandle, out: Float64Array): void {
+    const h = this.ownIndex(index);
+    const n = Math.min(out.length, STATS_LENGTH);
+    const ptr = h === null ? -1 : this.scratch(STATS_LENGTH * 8);
+    if (h === null || ptr < 0 || this.x.indexStats(h.state, ptr) !== Status.OK) {
+      out.fill(0, 0, n);
+      return;
+    }
+    const src = this.f64;
+    for (let i = 0; i < n; i++) out[i] = src[(ptr >>> 3) + i];
+  }
+
+  indexDump(index: PrefixIndexHandle, nowMs: number): Uint32Array {
+    const h = this.ownIndex(index);
+    if (h === null) return new Uint32Array(0);
+    const now = nowMs >>> 0;
+    // Control path: one pass to count the live holders, one to write them.
+    const ptr0 = this.scratch(16);
+    if (ptr0 < 0) throw new RangeError('dystro wasm: out of memory dumping a prefix index');
+    const total = this.x.indexDump(h.state, now, ptr0, 0);
+    if (total <= 0) return new Uint32Array(0);
+    const ptr = this.scratch(total * 16);
+    if (ptr < 0) throw new RangeError(`dystro wasm: out of memory dumping ${total} index entries`);
+    const written = this.x.indexDump(h.state, now, ptr, total);
+    return this.u32.slice(ptr >>> 2, (ptr >>> 2) + Math.min(written, total) * 4);
+  }
+
+  indexFree(index: PrefixIndexHandle): void {
+    const h = this.ownIndex(index);
+    if (h === null) return;
+    this.x.indexFree(h.state);
+    h.state = 0; // a freed index now refuses every call instead of reading reused memory
+  }
 }
 
 function webAssembly(): WasmRuntime {
@@ -731,9 +905,9 @@ function missingModule(err: unknown): Error {
 let compiled: object | undefined;
 
 /** Checks the exports and the ABI version, then wraps the instance. */
-function adopt(api: WasmRuntime, instance: WasmInstance): KernelBackend {
+function adopt(api: WasmRuntime, instance: WasmInstance, link: HostLink): KernelBackend {
   const ex = instance.exports;
-  const missing = [...ABI_EXPORTS, 'heapBase'].filter((name) => typeof ex[name] !== 'function');
+  const missing = [...ABI_EXPORTS, ...INDEX_EXPORTS, 'heapBase'].filter((name) => typeof ex[name] !== 'function');
   if (!(ex.memory instanceof api.Memory)) missing.push('memory');
   if (missing.length > 0) throw new Error(`dystro wasm module lacks exports: ${missing.join(', ')} (rebuild with npm run build:wasm)`);
   const exports = ex as unknown as WasmExports;
@@ -741,7 +915,7 @@ function adopt(api: WasmRuntime, instance: WasmInstance): KernelBackend {
   if (version !== ABI_VERSION) {
     throw new Error(`dystro wasm module reports ABI version ${version}; this host expects ${ABI_VERSION} (rebuild with npm run build:wasm)`);
   }
-  return new WasmBackend(exports);
+  return new WasmBackend(exports, link);
 }
 
 /**
@@ -759,10 +933,11 @@ export async function loadWasmBackend(): Promise<KernelBackend> {
     }
     compiled = await api.compile(bytes);
   }
-  return adopt(api, await api.instantiate(compiled, {}));
+  const link: HostLink = { heap: null };
+  return adopt(api, await api.instantiate(compiled, hostImports(link)), link);
 }
 
-/** Synchronous variant of {@link loadWasmBackend} (compiling ~8 KB of wasm takes well under a millisecond). */
+/** Synchronous variant of {@link loadWasmBackend} (compiling the ~17 KB module takes about a millisecond). */
 export function loadWasmBackendSync(): KernelBackend {
   const api = webAssembly();
   if (compiled === undefined) {
@@ -774,5 +949,6 @@ export function loadWasmBackendSync(): KernelBackend {
     }
     compiled = new api.Module(bytes);
   }
-  return adopt(api, new api.Instance(compiled, {}));
+  const link: HostLink = { heap: null };
+  return adopt(api, new api.Instance(compiled, hostImports(link)), link);
 }
