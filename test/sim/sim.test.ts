@@ -54,15 +54,16 @@ test('hit rates never exceed the infinite-cache or the global-LRU ceiling', () =
 });
 
 test('shared-prefix groups: predicted-ttft hits the cache more and has a lower TTFT p90 than round-robin and random', () => {
-  const workload = groups();
-  const run = (policy: string) => simulate({ fleet: [{ ...H100, replicas: 8, kvCapacityBlocks: 4000 }], workload, policy, seed: 7 });
+  // Loaded enough (30 req/s of 4,200-token prompts on 4 replicas) that misses queue up behind each other.
+  const workload = groups(3, 30);
+  const run = (policy: string) => simulate({ fleet: [{ ...H100, replicas: 4, kvCapacityBlocks: 4000 }], workload, policy, seed: 7 });
   const smart = run('predicted-ttft');
   for (const base of ['round-robin', 'random']) {
     const b = run(base);
     assert.ok(smart.prefix.hitRate > b.prefix.hitRate + 0.2, `hit rate ${smart.prefix.hitRate} vs ${base} ${b.prefix.hitRate}`);
-    assert.ok(smart.ttftMs.p90 < b.ttftMs.p90, `TTFT p90 ${smart.ttftMs.p90} vs ${base} ${b.ttftMs.p90}`);
+    assert.ok(smart.ttftMs.p90 < 0.9 * b.ttftMs.p90, `TTFT p90 ${smart.ttftMs.p90} vs ${base} ${b.ttftMs.p90}`);
   }
-  assert.ok(smart.prefix.hitRate > 0.8 * smart.prefix.ceilings!.infinite);
+  assert.ok(smart.prefix.hitRate > 0.7 * smart.prefix.ceilings!.infinite);
 });
 
 test('overload with an SLO class: requests queue in the router, some are shed, every request ends exactly once', () => {
