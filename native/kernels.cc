@@ -296,7 +296,11 @@ int32_t Jump(uint64_t key, double buckets) {
   while (j < buckets) {
     b = static_cast<int64_t>(j);
     key = key * 2862933555777941757ULL + 1;
-    j = std::floor(static_cast<double>(b + 1) * (2147483648.0 / static_cast<double>((key >> 33) + 1)));
+    // (key >> 33) + 1 ≤ 2^31 and the product ≤ 2^62 are non-negative and fit an int64, so the signed
+    // conversions (one instruction each) and truncation give exactly floor(); std::floor without SSE4.1
+    // and the unsigned u64→double path cost a library call and a branch every step.
+    const double x = static_cast<double>(static_cast<int64_t>((key >> 33) + 1));
+    j = static_cast<double>(static_cast<int64_t>(static_cast<double>(b + 1) * (2147483648.0 / x)));
   }
   return static_cast<int32_t>(b);
 }
