@@ -103,6 +103,8 @@ export interface SimConfig {
   timelineBucketMs?: number;
   /** Time the simulator's parts with performance.now() (adds overhead; default false). */
   profile?: boolean;
+  /** Keep each request's final replica in the result (`placements`; for compare's "placements moved"). */
+  recordPlacements?: boolean;
   /** Simulate runs of pure-decode steps as one event (default true; see EngineOptions.fastForward). */
   fastForward?: boolean;
   /**
@@ -196,6 +198,8 @@ export interface SimResult {
     simEvents: number;
   };
   timeline: { bucketMs: number; buckets: TimelineBucket[] };
+  /** Per request (workload order): index into perReplica of the replica that served it, −1 if shed or failed. */
+  placements?: number[];
   /** Wall-clock measurements: the only part that differs between identical runs. */
   perf: {
     wallMs: number;
@@ -291,6 +295,7 @@ export class Simulation {
   private readonly profile: boolean;
   private readonly bucketMs: number;
   private readonly seed: number;
+  private readonly recordPlacements: boolean;
 
   // Driver state.
   private nextArrival = 0;
@@ -364,6 +369,7 @@ export class Simulation {
     this.kvBatchMs = nonNegative('config.events.batchMs', config.events?.batchMs ?? 0);
     this.failures = config.failures ?? [];
     this.profile = config.profile ?? false;
+    this.recordPlacements = config.recordPlacements ?? false;
     this.bucketMs = positive('config.timelineBucketMs', config.timelineBucketMs ?? 10_000);
     this.kernels = config.kernels ?? loadKernelsSync({ backend: config.backend }).kernels;
 
@@ -1007,6 +1013,7 @@ export class Simulation {
           hitRate: b.prompt ? b.hit / b.prompt : 0,
         })),
       },
+      placements: this.recordPlacements ? this.reqs.map((r) => (r.state === 'done' ? r.engineIdx : -1)) : undefined,
       perf: {
         wallMs: Math.round(wallMs),
         cpuMs: Math.round(cpuMs),

@@ -37,6 +37,10 @@ test('same seed, same result object; another seed, another result', () => {
   assert.ok(a.events.kvBatchesLost > 0, 'the loss draws are part of the seeded run');
   const c = simulate(cfg(2));
   assert.not.equal(deterministic(c), deterministic(a));
+  const placed = simulate({ ...cfg(1), recordPlacements: true });
+  assert.is(placed.placements!.length, 400);
+  placed.perReplica.forEach((rep, i) => assert.is(placed.placements!.filter((p) => p === i).length, rep.requests));
+  assert.is(a.placements, undefined);
 });
 
 test('hit rates never exceed the infinite-cache or the global-LRU ceiling', () => {
