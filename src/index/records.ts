@@ -50,6 +50,17 @@ export class RecordBuffer {
     this.count++;
   }
 
+  /** The same record with the hash as its two u32 halves (no bigint on the ingest path). */
+  pushWords(op: number, tier: number, replica: number, lo: number, hi: number): void {
+    if ((this.count + 1) * RECORD_WORDS > this.words.length) this.ensure(1);
+    const at = this.count * RECORD_WORDS;
+    this.words[at] = op | (tier << 8);
+    this.words[at + 1] = replica;
+    this.words[at + 2] = lo;
+    this.words[at + 3] = hi;
+    this.count++;
+  }
+
   /** Appends one record per hash. */
   pushAll(op: number, tier: number, replica: number, hashes: ArrayLike<bigint>, from = 0, to = hashes.length): void {
     this.ensure(to - from);

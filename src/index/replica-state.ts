@@ -10,8 +10,8 @@
  * (and the tiers holding the block) is what lets BlockRemoved, which carries engine hashes only, find
  * the router's entry.
  *
- * Keys. One map per replica, keyed by (data-parallel rank, KV cache group, engine hash) packed into one
- * bigint: `hash | group << 64 | rank << 96`. Ranks are separate engines with separate caches; groups are
+ * Keys. One table per replica, keyed by three u32 words: the engine hash's low and high halves and
+ * `rank << 16 | group` (data-parallel rank, KV cache group). Ranks are separate engines with separate caches; groups are
  * the KV cache groups of hybrid models, which store the same token blocks under one engine hash.
  *
  * Reference counts. Several keys can name the same router hash (two ranks holding the same prefix, two
@@ -30,14 +30,17 @@
  * cap) such orphans are expected: their blocks cannot be hashed without the prefix's tokens, so they
  * are counted, not indexed.
  *
- * Memory. At most `maxEntries` keys per replica (default 262,144). A key costs about 170 bytes of V8
- * heap (Map slot, two bigints, the entry object, its share of the reference counts; measured with 200k
- * keys), so the default cap is about 45 MB per replica at worst. At the cap the oldest key (by insertion
- * or last store) is evicted: its index entry is removed with it, so the index never credits a block the
- * router can no longer remove, and the rank becomes incomplete.
+ * Memory. At most `maxEntries` keys per replica (default 262,144). The maps are open-addressing tables on
+ * typed arrays (word-table.ts), not `Map<bigint, …>`: a key costs 41 bytes in the key table and its
+ * side arrays plus at most 40 in the reference counts (one per distinct router hash), and the tables
+ * double, so between 81 and 162 bytes a key — at most ~42 MB per replica at the default cap. The Map
+ * version cost about 170 bytes a key and a microsecond a block in bigint keys and entry objects. At the
+ * cap the oldest key (by insertion or last store) is evicted: its index entry is removed with it, so the
+ * index never credits a block the router can no longer remove, and the rank becomes incomplete.
  */
 import type { PrefixHasher } from '../hashing/prefix.js';
 import { OP_CLEAR, OP_REMOVE, OP_STORE, RecordBuffer } from './records.js';
+import { WordTable } from './word-table.js';
 import type { KvEvent, KvEventBatch } from './vllm-events.js';
 
 export const DEFAULT_MAX_ENTRIES_PER_REPLICA = 262_144;
@@ -82,20 +85,21 @@ export function emptyOutcome(): ApplyOutcome {
   return { events: 0, storedBlocks: 0, removedBlocks: 0, clears: 0, orphanBlocks: 0, unknownRemoved: 0, capEvictions: 0, resync: false };
 }
 
-interface Entry {
-  router: bigint;
-  /** Tier bits: 1 GPU, 2 CPU, 4 disk. */
-  tiers: number;
-}
-
 const U64 = (1n << 64n) - 1n;
 
-function keyOf(rank: number, group: number, hash: bigint): bigint {
-  return hash | (BigInt(group) << 64n) | (BigInt(rank) << 96n);
+/** Typed-array views read the two u32 halves of a u64 at [2i + LO] and [2i + HI]. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const LO = LITTLE_ENDIAN ? 0 : 1;
+const HI = LITTLE_ENDIAN ? 1 : 0;
+const NONE = -1;
+
+/** The third key word: data-parallel rank and KV cache group (both ≤ 0xffff, checked by the decoder). */
+function rankGroup(rank: number, group: number): number {
+  return ((rank << 16) | group) >>> 0;
 }
 
-function rankOfKey(key: bigint): number {
-  return Number(key >> 96n);
+function wordsOf(a: BigUint64Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length * 2);
 }
 
 export class ReplicaState {
@@ -104,15 +108,27 @@ export class ReplicaState {
   private readonly hasher: PrefixHasher;
   private namespace: ReplicaNamespace;
   private readonly loraNameOfId?: (id: number) => string | undefined;
-  private readonly entries = new Map<bigint, Entry>();
-  /** Per tier: router hash → keys holding it on that tier. */
-  private readonly refs: Map<bigint, number>[] = [new Map(), new Map(), new Map()];
+  /** (engine hash lo, hi, rank << 16 | group) → key id; per key id the values below. */
+  private readonly keys = new WordTable();
+  private routerLo = new Uint32Array(this.keys.idCapacity);
+  private routerHi = new Uint32Array(this.keys.idCapacity);
+  /** Tier bits: 1 GPU, 2 CPU, 4 disk. */
+  private tiers = new Uint8Array(this.keys.idCapacity);
+  /** Eviction order (oldest first): a doubly linked list over key ids, by insertion or last store. */
+  private prev = new Int32Array(this.keys.idCapacity);
+  private next = new Int32Array(this.keys.idCapacity);
+  private head = NONE;
+  private tail = NONE;
+  /** (router hash lo, hi, 0) → ref id; per ref id and tier, the keys holding it on that tier. */
+  private readonly refs = new WordTable();
+  private refCounts = new Int32Array(this.refs.idCapacity * 4);
   /** Keys per rank (to know when a rank wipe empties the replica). */
   private readonly rankKeys = new Map<number, number>();
   /** Ranks known to be incomplete (absent = complete). */
   private readonly incomplete = new Set<number>();
   private readonly seeds = new Map<string, bigint>();
   private scratch = new BigUint64Array(64);
+  private scratchWords = wordsOf(this.scratch);
 
   constructor(options: ReplicaStateOptions) {
     this.replica = options.replica;
@@ -124,7 +140,7 @@ export class ReplicaState {
 
   /** Keys held (all ranks). */
   get size(): number {
-    return this.entries.size;
+    return this.keys.size;
   }
 
   isComplete(rank: number): boolean {
@@ -144,7 +160,8 @@ export class ReplicaState {
 
   /** The router hash a key maps to (tests and debugging). */
   routerHashOf(rank: number, group: number, engineHash: bigint): bigint | undefined {
-    return this.entries.get(keyOf(rank, group, engineHash))?.router;
+    const id = this.keys.find(Number(engineHash & 0xffffffffn), Number((engineHash >> 32n) & 0xffffffffn), rankGroup(rank, group));
+    return id < 0 ? undefined : (BigInt(this.routerHi[id]) << 32n) | BigInt(this.routerLo[id]);
   }
 
   /** Applies a decoded batch of `rank`, appending index records to `out`. */
@@ -161,18 +178,20 @@ export class ReplicaState {
       outcome.clears++;
       return;
     }
+    const rg = rankGroup(rank, ev.group);
+    const keys = this.keys;
     if (ev.kind === 'removed') {
       const bit = 1 << ev.tier;
+      const hw = wordsOf(ev.hashes);
       for (let i = 0; i < ev.hashes.length; i++) {
-        const key = keyOf(rank, ev.group, ev.hashes[i]);
-        const e = this.entries.get(key);
-        if (!e || (e.tiers & bit) === 0) {
+        const id = keys.find(hw[2 * i + LO], hw[2 * i + HI], rg);
+        if (id < 0 || (this.tiers[id] & bit) === 0) {
           outcome.unknownRemoved++;
           continue;
         }
-        e.tiers &= ~bit;
-        this.unref(e.router, ev.tier, out);
-        if (e.tiers === 0) this.deleteKey(key);
+        this.tiers[id] &= ~bit;
+        this.unref(this.routerLo[id], this.routerHi[id], ev.tier, out);
+        if (this.tiers[id] === 0) this.deleteKey(id);
         outcome.removedBlocks++;
       }
       return;
@@ -184,39 +203,51 @@ export class ReplicaState {
     if (ev.parent === null) {
       seed = this.seedOf(ev.loraName, ev.loraId);
     } else {
-      const parent = this.entries.get(keyOf(rank, ev.group, ev.parent));
-      if (!parent) {
+      const parent = keys.find(Number(ev.parent & 0xffffffffn), Number((ev.parent >> 32n) & 0xffffffffn), rg);
+      if (parent < 0) {
         outcome.orphanBlocks += n;
         if (!this.incomplete.has(rank)) outcome.resync = true;
         return;
       }
-      seed = parent.router;
+      seed = (BigInt(this.routerHi[parent]) << 32n) | BigInt(this.routerLo[parent]);
     }
-    if (this.scratch.length < n) this.scratch = new BigUint64Array(Math.max(n, this.scratch.length * 2));
-    const routers = this.hasher.hashTokens(ev.tokens, seed, this.scratch);
-    const bit = 1 << ev.tier;
+    if (this.scratch.length < n) {
+      this.scratch = new BigUint64Array(Math.max(n, this.scratch.length * 2));
+      this.scratchWords = wordsOf(this.scratch);
+    }
+    this.hasher.hashTokens(ev.tokens, seed, this.scratch);
+    const rw = this.scratchWords;
+    const hw = wordsOf(ev.hashes);
+    const tier = ev.tier;
+    const bit = 1 << tier;
     for (let i = 0; i < n; i++) {
-      const key = keyOf(rank, ev.group, ev.hashes[i]);
-      const r = routers[i];
-      const e = this.entries.get(key);
-      if (e && e.router === r) {
-        if ((e.tiers & bit) === 0) {
-          e.tiers |= bit;
-          this.ref(r, ev.tier);
+      const lo = hw[2 * i + LO];
+      const hi = hw[2 * i + HI];
+      const rlo = rw[2 * i + LO];
+      const rhi = rw[2 * i + HI];
+      let id = keys.find(lo, hi, rg);
+      if (id >= 0 && this.routerLo[id] === rlo && this.routerHi[id] === rhi) {
+        if ((this.tiers[id] & bit) === 0) {
+          this.tiers[id] |= bit;
+          this.ref(rlo, rhi, tier);
         }
         // A store counts as a use: refresh the key's place in the eviction order.
-        this.entries.delete(key);
-        this.entries.set(key, e);
+        this.touch(id);
       } else {
         // Absent, or the engine reused the id for other content: the old mapping goes first.
-        if (e) this.dropKey(key, e, out);
-        if (this.entries.size >= this.maxEntries) outcome.capEvictions += this.evictOldest(out);
-        this.entries.set(key, { router: r, tiers: bit });
+        if (id >= 0) this.dropKey(id, out);
+        if (keys.size >= this.maxEntries) outcome.capEvictions += this.evictOldest(out);
+        id = keys.insert(lo, hi, rg);
+        if (keys.idCapacity > this.tiers.length) this.growKeys();
+        this.routerLo[id] = rlo;
+        this.routerHi[id] = rhi;
+        this.tiers[id] = bit;
+        this.append(id);
         this.rankKeys.set(rank, (this.rankKeys.get(rank) ?? 0) + 1);
-        this.ref(r, ev.tier);
+        this.ref(rlo, rhi, tier);
       }
       // Always emitted: a store of a block the index already holds refreshes its LRU stamp there too.
-      out.push(OP_STORE, ev.tier, this.replica, r);
+      out.pushWords(OP_STORE, tier, this.replica, rlo, rhi);
       outcome.storedBlocks++;
     }
   }
@@ -227,10 +258,15 @@ export class ReplicaState {
    */
   wipeRank(rank: number, out: RecordBuffer, complete: boolean): void {
     const mine = this.rankKeys.get(rank) ?? 0;
-    if (mine === this.entries.size) {
+    if (mine === this.keys.size) {
       this.wipeAll(out);
     } else if (mine > 0) {
-      for (const [key, e] of this.entries) if (rankOfKey(key) === rank) this.dropKey(key, e, out);
+      const k2 = this.keys.k2;
+      for (let id = this.head; id !== NONE; ) {
+        const following = this.next[id];
+        if (k2[id] >>> 16 === rank) this.dropKey(id, out);
+        id = following;
+      }
     }
     if (complete) this.incomplete.delete(rank);
     else this.incomplete.add(rank);
@@ -243,10 +279,11 @@ export class ReplicaState {
   }
 
   private wipeAll(out: RecordBuffer): void {
-    this.entries.clear();
-    for (const m of this.refs) m.clear();
+    this.keys.clear();
+    this.refs.clear();
+    this.head = this.tail = NONE;
     this.rankKeys.clear();
-    out.push(OP_CLEAR, 0, this.replica, 0n);
+    out.pushWords(OP_CLEAR, 0, this.replica, 0, 0);
   }
 
   private seedOf(loraName: string | null, loraId: number | null): bigint {
@@ -259,43 +296,92 @@ export class ReplicaState {
     return s;
   }
 
-  private ref(router: bigint, tier: number): void {
-    const m = this.refs[tier];
-    m.set(router, (m.get(router) ?? 0) + 1);
+  private ref(lo: number, hi: number, tier: number): void {
+    let id = this.refs.find(lo, hi, 0);
+    if (id < 0) {
+      id = this.refs.insert(lo, hi, 0);
+      if (this.refs.idCapacity * 4 > this.refCounts.length) {
+        const bigger = new Int32Array(this.refs.idCapacity * 4);
+        bigger.set(this.refCounts);
+        this.refCounts = bigger;
+      }
+      this.refCounts.fill(0, id * 4, id * 4 + 4);
+    }
+    this.refCounts[id * 4 + tier]++;
   }
 
-  private unref(router: bigint, tier: number, out: RecordBuffer): void {
-    const m = this.refs[tier];
-    const c = (m.get(router) ?? 0) - 1;
-    if (c > 0) {
-      m.set(router, c);
-      return;
+  private unref(lo: number, hi: number, tier: number, out: RecordBuffer): void {
+    const id = this.refs.find(lo, hi, 0);
+    if (id >= 0) {
+      const c = this.refCounts;
+      const at = id * 4;
+      if (--c[at + tier] > 0) return;
+      c[at + tier] = 0;
+      if (c[at] === 0 && c[at + 1] === 0 && c[at + 2] === 0) this.refs.remove(id);
     }
-    m.delete(router);
-    out.push(OP_REMOVE, tier, this.replica, router);
+    out.pushWords(OP_REMOVE, tier, this.replica, lo, hi);
   }
 
   /** Removes a key and every tier it held. */
-  private dropKey(key: bigint, e: Entry, out: RecordBuffer): void {
-    for (let tier = 0; tier < 3; tier++) if ((e.tiers & (1 << tier)) !== 0) this.unref(e.router, tier, out);
-    this.deleteKey(key);
+  private dropKey(id: number, out: RecordBuffer): void {
+    const t = this.tiers[id];
+    for (let tier = 0; tier < 3; tier++) if ((t & (1 << tier)) !== 0) this.unref(this.routerLo[id], this.routerHi[id], tier, out);
+    this.deleteKey(id);
   }
 
-  private deleteKey(key: bigint): void {
-    this.entries.delete(key);
-    const rank = rankOfKey(key);
+  private deleteKey(id: number): void {
+    const rank = this.keys.k2[id] >>> 16;
+    this.unlink(id);
+    this.keys.remove(id);
     const c = (this.rankKeys.get(rank) ?? 1) - 1;
     if (c > 0) this.rankKeys.set(rank, c);
     else this.rankKeys.delete(rank);
   }
 
-  /** Evicts the oldest key (Map order = insertion or last store). Returns 1. */
+  /** Evicts the oldest key. Returns 1 (0 when empty). */
   private evictOldest(out: RecordBuffer): number {
-    const first = this.entries.entries().next();
-    if (first.done) return 0;
-    const [key, e] = first.value;
-    this.dropKey(key, e, out);
-    this.incomplete.add(rankOfKey(key));
+    const id = this.head;
+    if (id === NONE) return 0;
+    const rank = this.keys.k2[id] >>> 16;
+    this.dropKey(id, out);
+    this.incomplete.add(rank);
     return 1;
+  }
+
+  private append(id: number): void {
+    this.prev[id] = this.tail;
+    this.next[id] = NONE;
+    if (this.tail === NONE) this.head = id;
+    else this.next[this.tail] = id;
+    this.tail = id;
+  }
+
+  private unlink(id: number): void {
+    const p = this.prev[id];
+    const n = this.next[id];
+    if (p === NONE) this.head = n;
+    else this.next[p] = n;
+    if (n === NONE) this.tail = p;
+    else this.prev[n] = p;
+  }
+
+  private touch(id: number): void {
+    if (id === this.tail) return;
+    this.unlink(id);
+    this.append(id);
+  }
+
+  private growKeys(): void {
+    const n = this.keys.idCapacity;
+    const grow = <T extends Uint32Array | Int32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
+      const b = make(n);
+      b.set(a);
+      return b;
+    };
+    this.routerLo = grow(this.routerLo, (k) => new Uint32Array(k));
+    this.routerHi = grow(this.routerHi, (k) => new Uint32Array(k));
+    this.tiers = grow(this.tiers, (k) => new Uint8Array(k));
+    this.prev = grow(this.prev, (k) => new Int32Array(k));
+    this.next = grow(this.next, (k) => new Int32Array(k));
   }
 }
