@@ -26,6 +26,7 @@
 import { C1, Unpackr } from 'msgpackr';
 import { xxh64 } from '../kernels/js/xxh64.js';
 import { tierOfMedium } from './records.js';
+import { decodeKvEventBatchFast } from './vllm-fast-decode.js';
 
 /** Why a batch (or a transport frame) was rejected; each has its own counter in the metrics. */
 export const REJECT_REASONS = [
@@ -154,6 +155,15 @@ export function decodeKvEventBatch(payload: Uint8Array, limits: DecodeLimits): D
   const maxPayload = limits.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
   if (!(payload instanceof Uint8Array)) return { ok: false, reason: 'payload-shape', detail: 'payload is not bytes' };
   if (payload.length > maxPayload) return { ok: false, reason: 'payload-too-large', detail: `${payload.length} bytes > ${maxPayload}` };
+  // Well-formed payloads in the shapes vLLM sends take the byte-level path (vllm-fast-decode.ts); it
+  // returns null for anything it does not fully check, and msgpackr below decides those.
+  const fast = decodeKvEventBatchFast(payload, limits, limits.hashBytes ?? hashBytesXxh64);
+  if (fast !== null) return { ok: true, batch: fast };
+  return decodeKvEventBatchGeneral(payload, limits);
+}
+
+/** The general decoder: msgpackr, then validation of the decoded values (every rejection comes from here). */
+export function decodeKvEventBatchGeneral(payload: Uint8Array, limits: DecodeLimits): DecodeResult {
   let root: unknown;
   try {
     root = unpackr.unpack(payload);

@@ -1,0 +1,605 @@
+/**
+ * The fast path of `decodeKvEventBatch`: reads a well-formed vLLM KV-event payload straight from its
+ * msgpack bytes into the typed arrays a batch is made of, with no intermediate JS values. Through
+ * msgpackr a 16-token block cost ~270 ns to unpack (an array of 16 numbers, a bigint per hash) plus
+ * ~180 ns to validate and copy; here it is one pass over the bytes (bench/ingest.ts has the figures).
+ *
+ * Contract: for any payload it returns either `null` (not handled: the general decoder in
+ * vllm-events.ts decides, and it alone produces rejections) or exactly the batch the general decoder
+ * would produce. So it accepts only what it can check completely and bails out on everything else —
+ * a rejection of any kind, floats where integers are expected (msgpack allows an integral float64),
+ * integers wider than the general decoder takes as numbers, non-ASCII strings (msgpackr's UTF-8 decoder
+ * owns the treatment of malformed sequences), extension types, non-string map keys, a key given twice.
+ * test/index/vllm-fast-decode.test.ts checks the contract differentially on generated and mutated
+ * payloads.
+ *
+ * Reads past the end of the payload yield `undefined` (typed-array semantics), which every branch treats
+ * as a bail-out or as 0; the final position check turns any such read into a bail-out.
+ */
+import { tierOfMedium } from './records.js';
+import {
+  DEFAULT_MAX_BLOCKS_PER_EVENT,
+  DEFAULT_MAX_EVENTS,
+  DEFAULT_MAX_TOKENS_PER_EVENT,
+  MAX_EVENT_FIELDS,
+  MAX_HASH_BYTES,
+  type DecodeLimits,
+  type KvEvent,
+  type KvEventBatch,
+} from './vllm-events.js';
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const LO = LITTLE_ENDIAN ? 0 : 1;
+const HI = LITTLE_ENDIAN ? 1 : 0;
+
+/** Thrown inside this module only: "not handled here". */
+const BAIL = { bail: true };
+
+// One payload is decoded at a time (synchronously), so the cursor lives in module state.
+let buf: Uint8Array = new Uint8Array(0);
+let view: DataView = new DataView(new ArrayBuffer(8));
+let pos = 0;
+let end = 0;
+let hashBytes: (bytes: Uint8Array) => bigint = () => 0n;
+
+const GPU = tierOfMedium(null)!;
+const TAG_STORED = ascii('BlockStored');
+const TAG_REMOVED = ascii('BlockRemoved');
+const TAG_CLEARED = ascii('AllBlocksCleared');
+
+/** Per type byte: right shift of the u32 read after it (255: not an unsigned int) and bytes taken. */
+const TOKEN_SHIFT = new Uint8Array(256).fill(255);
+const TOKEN_SIZE = new Uint8Array(256);
+TOKEN_SHIFT[0xcc] = 24;
+TOKEN_SIZE[0xcc] = 2;
+TOKEN_SHIFT[0xcd] = 16;
+TOKEN_SIZE[0xcd] = 3;
+TOKEN_SHIFT[0xce] = 0;
+TOKEN_SIZE[0xce] = 5;
+
+function ascii(s: string): Uint8Array {
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+/**
+ * Decodes one payload, or returns null when the general decoder must decide. `hashOfBytes` maps a
+ * bytes block hash to a u64 (the same function the general decoder uses).
+ */
+export function decodeKvEventBatchFast(payload: Uint8Array, limits: DecodeLimits, hashOfBytes: (bytes: Uint8Array) => bigint): KvEventBatch | null {
+  buf = payload;
+  pos = 0;
+  end = payload.length;
+  view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  hashBytes = hashOfBytes;
+  try {
+    const batch = readBatch(limits);
+    return pos === end ? batch : null;
+  } catch (err) {
+    // DataView reads past the end throw RangeError: a truncated payload, the general decoder's case.
+    if (err === BAIL || err instanceof RangeError) return null;
+    throw err;
+  } finally {
+    buf = new Uint8Array(0); // do not keep the payload alive
+  }
+}
+
+function bail(): never {
+  throw BAIL;
+}
+
+/** Elements of an array header at `pos` (consumed), or −1 when the value is not an array. */
+function arrayHeader(): number {
+  const b = buf[pos];
+  if (b >= 0x90 && b <= 0x9f) {
+    pos++;
+    return b & 0x0f;
+  }
+  if (b === 0xdc) {
+    const n = view.getUint16(pos + 1);
+    pos += 3;
+    return n;
+  }
+  if (b === 0xdd) {
+    if (pos + 5 > end) bail();
+    const n = view.getUint32(pos + 1);
+    pos += 5;
+    return n;
+  }
+  return -1;
+}
+
+/** Entries of a map header at `pos` (consumed), or −1. */
+function mapHeader(): number {
+  const b = buf[pos];
+  if (b >= 0x80 && b <= 0x8f) {
+    pos++;
+    return b & 0x0f;
+  }
+  if (b === 0xde) {
+    const n = view.getUint16(pos + 1);
+    pos += 3;
+    return n;
+  }
+  if (b === 0xdf) {
+    if (pos + 5 > end) bail();
+    const n = view.getUint32(pos + 1);
+    pos += 5;
+    return n;
+  }
+  return -1;
+}
+
+/** Byte length of a str at `pos` (header consumed), or −1 when the value is not a str. */
+function strHeader(): number {
+  const b = buf[pos];
+  if (b >= 0xa0 && b <= 0xbf) {
+    pos++;
+    return b & 0x1f;
+  }
+  if (b === 0xd9) {
+    const n = buf[pos + 1];
+    pos += 2;
+    return n;
+  }
+  if (b === 0xda) {
+    const n = view.getUint16(pos + 1);
+    pos += 3;
+    return n;
+  }
+  if (b === 0xdb) {
+    if (pos + 5 > end) bail();
+    const n = view.getUint32(pos + 1);
+    pos += 5;
+    return n;
+  }
+  return -1;
+}
+
+/** An ASCII str as a string (anything else bails). */
+function readAscii(): string {
+  const n = strHeader();
+  if (n < 0 || pos + n > end) bail();
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    const c = buf[pos + i];
+    if (c >= 0x80) bail();
+    s += String.fromCharCode(c);
+  }
+  pos += n;
+  return s;
+}
+
+/** Whether the str at `pos` is exactly `tag` (consumed when it is a str at all). */
+function strEquals(tag: Uint8Array): boolean {
+  const n = strHeader();
+  if (n < 0 || pos + n > end) bail();
+  let same = n === tag.length;
+  for (let i = 0; same && i < n; i++) same = buf[pos + i] === tag[i];
+  pos += n;
+  return same;
+}
+
+function isNil(): boolean {
+  if (buf[pos] === 0xc0) {
+    pos++;
+    return true;
+  }
+  return false;
+}
+
+/**
+ * An integer the general decoder sees as a JS number (msgpack ints up to 32 bits; msgpackr gives 64-bit
+ * ints as bigint). Anything else bails.
+ */
+function readSmallInt(): number {
+  const b = buf[pos];
+  if (b < 0x80) {
+    pos++;
+    return b;
+  }
+  if (b >= 0xe0) {
+    pos++;
+    return b - 0x100;
+  }
+  let v: number;
+  switch (b) {
+    case 0xcc:
+      v = buf[pos + 1];
+      pos += 2;
+      break;
+    case 0xcd:
+      v = view.getUint16(pos + 1);
+      pos += 3;
+      break;
+    case 0xce:
+      if (pos + 5 > end) bail();
+      v = view.getUint32(pos + 1);
+      pos += 5;
+      break;
+    case 0xd0:
+      v = view.getInt8(pos + 1);
+      pos += 2;
+      break;
+    case 0xd1:
+      v = view.getInt16(pos + 1);
+      pos += 3;
+      break;
+    case 0xd2:
+      if (pos + 5 > end) bail();
+      v = view.getInt32(pos + 1);
+      pos += 5;
+      break;
+    default:
+      return bail();
+  }
+  if (v === undefined) bail();
+  return v;
+}
+
+/** A finite JS number as msgpackr decodes it: float64 or a small int (float32 bails). */
+function readNumber(): number {
+  if (buf[pos] === 0xcb) {
+    if (pos + 9 > end) bail();
+    const v = view.getFloat64(pos + 1);
+    pos += 9;
+    if (!Number.isFinite(v)) bail();
+    return v;
+  }
+  return readSmallInt();
+}
+
+/** Skips one value of a field the general decoder ignores (it must still be valid msgpack). */
+function skip(depth = 0): void {
+  if (depth > 64 || pos >= end) bail();
+  const b = buf[pos];
+  if (b < 0x80 || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) {
+    pos++;
+    return;
+  }
+  let n = arrayHeader();
+  if (n >= 0) {
+    for (let i = 0; i < n; i++) skip(depth + 1);
+    return;
+  }
+  n = mapHeader();
+  if (n >= 0) {
+    for (let i = 0; i < 2 * n; i++) skip(depth + 1);
+    return;
+  }
+  n = strHeader();
+  if (n >= 0) {
+    // Non-ASCII text goes to msgpackr (its decoder decides what malformed UTF-8 becomes).
+    for (let i = 0; i < n; i++) if (buf[pos + i] >= 0x80) bail();
+    pos += n;
+    if (pos > end) bail();
+    return;
+  }
+  switch (b) {
+    case 0xcc:
+    case 0xd0:
+      pos += 2;
+      break;
+    case 0xcd:
+    case 0xd1:
+      pos += 3;
+      break;
+    case 0xce:
+    case 0xd2:
+    case 0xca:
+      pos += 5;
+      break;
+    case 0xcf:
+    case 0xd3:
+    case 0xcb:
+      pos += 9;
+      break;
+    case 0xc4:
+      pos += 2 + buf[pos + 1];
+      break;
+    case 0xc5:
+      pos += 3 + view.getUint16(pos + 1);
+      break;
+    case 0xc6:
+      if (pos + 5 > end) bail();
+      pos += 5 + view.getUint32(pos + 1);
+      break;
+    default:
+      bail(); // extensions, 0xc1
+  }
+  if (pos > end) bail();
+}
+
+/** Writes a block hash at `words[2k]` as its u64 halves; bails where the general decoder would reject. */
+function readHashInto(words: Uint32Array, k: number): void {
+  const b = buf[pos];
+  let lo: number;
+  let hi = 0;
+  if (b < 0x80) {
+    lo = b;
+    pos++;
+  } else if (b === 0xcf || b === 0xd3) {
+    // u64 / i64: the raw bits are the hash (a negative Python hash is its two's complement).
+    if (pos + 9 > end) bail();
+    hi = view.getUint32(pos + 1);
+    lo = view.getUint32(pos + 5);
+    pos += 9;
+  } else if (b === 0xc4 || b === 0xc5 || b === 0xc6) {
+    const h = readBytesHash();
+    lo = Number(h & 0xffffffffn);
+    hi = Number(h >> 32n);
+  } else {
+    const v = readSmallInt();
+    lo = v >>> 0;
+    hi = v < 0 ? 0xffffffff : 0;
+  }
+  words[2 * k + LO] = lo;
+  words[2 * k + HI] = hi;
+}
+
+function readBytesHash(): bigint {
+  const b = buf[pos];
+  let n: number;
+  if (b === 0xc4) {
+    n = buf[pos + 1];
+    pos += 2;
+  } else if (b === 0xc5) {
+    n = view.getUint16(pos + 1);
+    pos += 3;
+  } else {
+    if (pos + 5 > end) bail();
+    n = view.getUint32(pos + 1);
+    pos += 5;
+  }
+  if (n > MAX_HASH_BYTES || pos + n > end) bail();
+  const h = BigInt.asUintN(64, hashBytes(buf.subarray(pos, pos + n)));
+  pos += n;
+  return h;
+}
+
+/** A parent hash: null, or a u64 (bigint). */
+function readParent(): bigint | null {
+  if (isNil()) return null;
+  const b = buf[pos];
+  if (b === 0xcf || b === 0xd3) {
+    if (pos + 9 > end) bail();
+    const v = view.getBigUint64(pos + 1);
+    pos += 9;
+    return v;
+  }
+  if (b === 0xc4 || b === 0xc5 || b === 0xc6) return readBytesHash();
+  return BigInt.asUintN(64, BigInt(readSmallInt()));
+}
+
+function readHashes(limits: DecodeLimits): BigUint64Array {
+  const n = arrayHeader();
+  if (n < 0 || n > (limits.maxBlocksPerEvent ?? DEFAULT_MAX_BLOCKS_PER_EVENT) || n > end - pos) bail();
+  const out = new BigUint64Array(n);
+  const words = new Uint32Array(out.buffer, out.byteOffset, 2 * n);
+  for (let k = 0; k < n; k++) readHashInto(words, k);
+  return out;
+}
+
+/**
+ * Token ids (u32): the loop the whole fast path exists for. A token is a positive fixint or a u8/u16/u32
+ * after its type byte; the value is the big-endian u32 after the type byte shifted right by 24/16/0 bits
+ * (tables below), which avoids a mispredicted branch per token between u16 and u32 ids (a real
+ * vocabulary of 128k–150k ids mixes both): 2.8 ns a token against 5.9 with a branch per type, measured
+ * on 512-token arrays. Their count is checked by the caller.
+ */
+function readTokens(limits: DecodeLimits): Uint32Array {
+  const n = arrayHeader();
+  if (n < 0 || n > (limits.maxTokensPerEvent ?? DEFAULT_MAX_TOKENS_PER_EVENT) || n > end - pos) bail();
+  const out = new Uint32Array(n);
+  const b8 = buf;
+  const dv = view;
+  const last = end - 5; // a 4-byte read after the type byte stays inside the payload up to here
+  let p = pos;
+  let k = 0;
+  for (; k < n && p <= last; k++) {
+    const t = b8[p];
+    if (t < 0x80) {
+      out[k] = t;
+      p++;
+      continue;
+    }
+    const shift = TOKEN_SHIFT[t];
+    if (shift > 24) return bail(); // negative, wider than 32 bits, a float: the general decoder decides
+    out[k] = dv.getUint32(p + 1) >>> shift;
+    p += TOKEN_SIZE[t];
+  }
+  for (; k < n; k++) {
+    // The last few bytes of the payload (a map event may end with its token_ids).
+    const t = b8[p];
+    if (t < 0x80) {
+      out[k] = t;
+      p++;
+    } else if (t === 0xcc && p + 2 <= end) {
+      out[k] = b8[p + 1];
+      p += 2;
+    } else if (t === 0xcd && p + 3 <= end) {
+      out[k] = dv.getUint16(p + 1);
+      p += 3;
+    } else return bail();
+  }
+  if (p > end) bail();
+  pos = p;
+  return out;
+}
+
+function readTier(): number {
+  if (isNil()) return GPU;
+  const tier = tierOfMedium(readAscii());
+  if (tier === undefined) bail();
+  return tier;
+}
+
+function readGroup(): number {
+  if (isNil()) return 0;
+  const g = readSmallInt();
+  if (g < 0 || g > 0xffff) bail();
+  return g;
+}
+
+function readOptionalInt(): number | null {
+  return isNil() ? null : readSmallInt();
+}
+
+function readOptionalAscii(): string | null {
+  return isNil() ? null : readAscii();
+}
+
+/** The tag of an event (a str at `pos`, consumed), or bails. */
+function readTag(): 'stored' | 'removed' | 'cleared' {
+  const at = pos;
+  if (strEquals(TAG_STORED)) return 'stored';
+  pos = at;
+  if (strEquals(TAG_REMOVED)) return 'removed';
+  pos = at;
+  if (strEquals(TAG_CLEARED)) return 'cleared';
+  return bail();
+}
+
+function stored(hashes: BigUint64Array, parent: bigint | null, tokens: Uint32Array, blockSize: number, loraId: number | null, tier: number, loraName: string | null, group: number, limits: DecodeLimits): KvEvent {
+  if (blockSize !== limits.blockSize || tokens.length !== hashes.length * blockSize) bail();
+  return { kind: 'stored', hashes, parent, tokens, tier, loraName, loraId, group };
+}
+
+function readEvent(limits: DecodeLimits): KvEvent {
+  const arity = arrayHeader();
+  if (arity >= 0) return readPositionalEvent(arity, limits);
+  const entries = mapHeader();
+  if (entries >= 0) return readMapEvent(entries, limits);
+  return bail();
+}
+
+/** `[tag, fields…]` in vLLM's declaration order; trailing fields may be absent, later ones are ignored. */
+function readPositionalEvent(arity: number, limits: DecodeLimits): KvEvent {
+  if (arity < 1 || arity > MAX_EVENT_FIELDS) bail();
+  const tag = readTag();
+  if (tag === 'stored') {
+    if (arity < 5) bail();
+    const hashes = readHashes(limits);
+    const parent = readParent();
+    const tokens = readTokens(limits);
+    const blockSize = readSmallInt();
+    const loraId = arity > 5 ? readOptionalInt() : null;
+    const tier = arity > 6 ? readTier() : GPU;
+    const loraName = arity > 7 ? readOptionalAscii() : null;
+    if (arity > 8) skip(); // extra_keys: the router hashes the tokens, not the engine's extra keys
+    const group = arity > 9 ? readGroup() : 0;
+    for (let k = 10; k < arity; k++) skip();
+    return stored(hashes, parent, tokens, blockSize, loraId, tier, loraName, group, limits);
+  }
+  if (tag === 'removed') {
+    if (arity < 2) bail();
+    const hashes = readHashes(limits);
+    const tier = arity > 2 ? readTier() : GPU;
+    const group = arity > 3 ? readGroup() : 0;
+    for (let k = 4; k < arity; k++) skip();
+    return { kind: 'removed', hashes, tier, group };
+  }
+  for (let k = 1; k < arity; k++) skip();
+  return { kind: 'cleared' };
+}
+
+/**
+ * `{type, field: value…}` in any order. Each known field is read where it stands (a key given twice:
+ * the last wins, as in the general decoder's Map), unknown ones are skipped, and what the tag needs is
+ * checked at the end.
+ */
+function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
+  let tag: 'stored' | 'removed' | 'cleared' | undefined;
+  let hashes: BigUint64Array | undefined;
+  let parent: bigint | null = null;
+  let tokens: Uint32Array | undefined;
+  let blockSize: number | undefined;
+  let loraId: number | null = null;
+  let tier = GPU;
+  let loraName: string | null = null;
+  let group = 0;
+  for (let e = 0; e < entries; e++) {
+    switch (readAscii()) {
+      case 'type':
+        tag = readTag();
+        break;
+      case 'block_hashes':
+        hashes = readHashes(limits);
+        break;
+      case 'parent_block_hash':
+        parent = readParent();
+        break;
+      case 'token_ids':
+        tokens = readTokens(limits);
+        break;
+      case 'block_size':
+        blockSize = readSmallInt();
+        break;
+      case 'lora_id':
+        loraId = readOptionalInt();
+        break;
+      case 'medium':
+        tier = readTier();
+        break;
+      case 'lora_name':
+        loraName = readOptionalAscii();
+        break;
+      case 'group_idx':
+        group = readGroup();
+        break;
+      default:
+        skip();
+    }
+  }
+  if (tag === 'cleared') return { kind: 'cleared' };
+  if (hashes === undefined) return bail();
+  if (tag === 'removed') return { kind: 'removed', hashes, tier, group };
+  if (tag !== 'stored' || tokens === undefined || blockSize === undefined) return bail();
+  return stored(hashes, parent, tokens, blockSize, loraId, tier, loraName, group, limits);
+}
+
+function readEvents(limits: DecodeLimits): { events: KvEvent[]; blocks: number } {
+  const n = arrayHeader();
+  if (n < 0 || n > (limits.maxEvents ?? DEFAULT_MAX_EVENTS) || n > end - pos) bail();
+  const events: KvEvent[] = [];
+  let blocks = 0;
+  for (let i = 0; i < n; i++) {
+    const ev = readEvent(limits);
+    if (ev.kind !== 'cleared') blocks += ev.hashes.length;
+    events.push(ev);
+  }
+  return { events, blocks };
+}
+
+/** `[ts, events, rank?, …]` or `{ts, events, data_parallel_rank?, …}`. */
+function readBatch(limits: DecodeLimits): KvEventBatch {
+  let ts: number | undefined;
+  let read: { events: KvEvent[]; blocks: number } | undefined;
+  let dpRank: number | null = null;
+  const fields = arrayHeader();
+  if (fields >= 0) {
+    if (fields < 2 || fields > MAX_EVENT_FIELDS) bail();
+    ts = readNumber();
+    read = readEvents(limits);
+    if (fields > 2) dpRank = readRank();
+    for (let k = 3; k < fields; k++) skip();
+  } else {
+    const entries = mapHeader();
+    if (entries < 0) bail();
+    for (let e = 0; e < entries; e++) {
+      const key = readAscii();
+      if (key === 'ts') ts = readNumber();
+      else if (key === 'events') read = readEvents(limits);
+      else if (key === 'data_parallel_rank') dpRank = readRank();
+      else skip();
+    }
+    if (ts === undefined || read === undefined) bail();
+  }
+  return { ts, dpRank, events: read.events, blocks: read.blocks };
+}
+
+function readRank(): number | null {
+  if (isNil()) return null;
+  const r = readSmallInt();
+  if (r < 0 || r > 0xffff) bail();
+  return r;
+}
