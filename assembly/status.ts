@@ -19,7 +19,7 @@ export const NO_MEMORY: i32 = -5;
 export const NO_NODE: i32 = -1;
 
 /** Mirrors ABI_VERSION in abi.ts; bumped with any change of kernel semantics or signatures. */
-export const ABI_VERSION: i32 = 1;
+export const ABI_VERSION: i32 = 2;
 
 export const MIN_BLOCK_SIZE: u32 = 1;
 export const MAX_BLOCK_SIZE: u32 = 1024;

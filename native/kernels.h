@@ -13,7 +13,7 @@
 namespace dystro {
 
 // Mirrors ABI_VERSION in src/kernels/abi.ts; bumped together with it.
-constexpr int32_t kAbiVersion = 1;
+constexpr int32_t kAbiVersion = 2;
 
 // Mirrors `Status` in src/kernels/abi.ts (and assembly/status.ts).
 enum Status : int32_t {

@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   DYSTRO_ERR_POLICY_PARAMS: 'A policy parameter that is unknown, of the wrong type or out of range.',
   DYSTRO_ERR_ALREADY_SUBSCRIBED: 'A replica rank already has a KV event subscription.',
   DYSTRO_ERR_INGEST_CLOSED: 'A KV event ingest was used after close().',
+  DYSTRO_ERR_OUT_OF_MEMORY: 'A kernel could not grow its memory (the index at its configured size).',
   DYSTRO_ERR_KERNEL: 'A kernel returned a status the host did not expect (a bug: please report it).',
 } as const;
 

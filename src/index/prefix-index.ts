@@ -16,6 +16,12 @@ import { OP_CLEAR, OP_REMOVE, OP_SPECULATE, OP_STORE, RECORD_WORDS, RecordBuffer
 /** Bytes a (block, replica) entry costs at worst in the kernel's layout: 16-byte slot at 3/4 load, or an 8-byte arena pair at 1/2 use. */
 export const BYTES_PER_ENTRY_BUDGET = 24;
 
+/**
+ * Most entries an index may be configured for: 2^28 keeps every slot index inside 31 bits in all three
+ * backends (a 32-bit WebAssembly memory runs out near 90 M entries first and reports NO_MEMORY).
+ */
+export const MAX_INDEX_ENTRIES = 2 ** 28;
+
 export interface PrefixIndexOptions {
   /** Most (block, replica) entries kept (default 4,000,000); or give maxBytes. */
   maxEntries?: number;
@@ -93,7 +99,8 @@ export class PrefixIndex {
     const maxEntries =
       options.maxBytes !== undefined
         ? Math.floor(checkInteger(options.maxBytes, 'options.maxBytes', 1024, 2 ** 40, 'DYSTRO_ERR_INVALID_CONFIG') / BYTES_PER_ENTRY_BUDGET)
-        : checkInteger(options.maxEntries ?? 4_000_000, 'options.maxEntries', 1, 2 ** 31, 'DYSTRO_ERR_INVALID_CONFIG');
+        : checkInteger(options.maxEntries ?? 4_000_000, 'options.maxEntries', 1, MAX_INDEX_ENTRIES, 'DYSTRO_ERR_INVALID_CONFIG');
+    if (maxEntries > MAX_INDEX_ENTRIES) fail('DYSTRO_ERR_INVALID_CONFIG', 'options.maxBytes', `at most ${MAX_INDEX_ENTRIES * BYTES_PER_ENTRY_BUDGET} bytes`, options.maxBytes);
     this.maxEntries = maxEntries;
     this.replicaCapacity = checkInteger(options.replicaCapacity ?? 4096, 'options.replicaCapacity', 1, MAX_REPLICAS, 'DYSTRO_ERR_INVALID_CONFIG');
     this.speculativeTtlMs = checkInteger(options.speculativeTtlMs ?? 120_000, 'options.speculativeTtlMs', 1, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
@@ -125,6 +132,9 @@ export class PrefixIndex {
   apply(records: Uint32Array, count = records.length / RECORD_WORDS): void {
     if (count === 0) return;
     const r = this.kernels.indexApply(this.live(), records, count, this.nowStamp());
+    if (r === Status.NO_MEMORY) {
+      throw new DystroError('DYSTRO_ERR_OUT_OF_MEMORY', `The ${this.kernels.name} index could not grow its memory (maxEntries ${this.maxEntries}); records before the failing one were applied. Lower maxEntries or maxBytes.`, { status: r });
+    }
     if (r !== count) {
       throw new DystroError('DYSTRO_ERR_INVALID_RECORD', `The index refused a record batch (status ${r}): ops are 1…4, tiers 0…2, replicas < ${this.replicaCapacity}`, { status: r });
     }

@@ -61,6 +61,11 @@
  * C[k] = 1.0 / (2k + 1) (IEEE division); return e · 0.6931471805599453 + 2 · s · p — each step one IEEE
  * operation in that order (no fused multiply-add).
  *
+ * Prefix index (ABI 2): see src/kernels/js/prefix-index.ts, the executable specification. On any
+ * negative status nothing is guaranteed about `out` (the reference may have written part of it).
+ * indexApply may also return NO_MEMORY when a compiled backend cannot grow; the records before the
+ * failing one stay applied and the index stays consistent.
+ *
  * Return values: single lookups return a node id, NO_NODE for an empty table, or EMPTY (jump with
  * buckets < 1). Batch lookups return keys.length, or OUT_TOO_SMALL when out is shorter than keys (and
  * EMPTY for jumpBatch with buckets < 1). When several statuses apply, the first check in the reference
@@ -80,7 +85,7 @@
  */
 
 /** Bumped whenever any kernel's semantics or signature changes; every backend must report the same. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** Negative status codes shared by all backends (assembly/status.ts and native/kernels.h mirror them). */
 export const Status = {
@@ -131,9 +136,16 @@ export const ABI_EXPORTS = [
   'maglevAssignBounded',
   'rendezvousLookup',
   'rendezvousLookupBatch',
+  // ABI version 2: the prefix index.
+  'indexCreate',
+  'indexApply',
+  'indexMatch',
+  'indexStats',
+  'indexDump',
+  'indexFree',
 ] as const;
 
-/** The prefix-index exports (ABI version 2 adds them to every compiled backend). */
+/** The prefix-index exports (part of ABI_EXPORTS since ABI version 2; kept for the loaders' checks). */
 export const INDEX_EXPORTS = ['indexCreate', 'indexApply', 'indexMatch', 'indexStats', 'indexDump', 'indexFree'] as const;
 
 /**

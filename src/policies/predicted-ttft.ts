@@ -10,8 +10,9 @@
  * concurrency, so under a hot prefix it would crowd the replicas holding it (each cheap prefill invites
  * the next). A candidate is acceptable only while its in-flight requests stay ≤ ceil(c · (m + 1) / n),
  * m the router's in-flight total and n the eligible replicas (Mirrokni, Thorup & Zadimoghaddam's cap on
- * requests); the least predicted TTFT among acceptable candidates wins, and if none is acceptable the
- * cap is ignored (the cap decides placement, never admission).
+ * requests). When the fastest candidate is over the cap, the fastest one under it wins if its predicted
+ * TTFT is within `capSlackRatio` × best + `capSlackMs` (defaults 1.5 and 20 ms): the cap evens out
+ * near-equal choices but never sends a request somewhere much slower, and never decides admission.
  */
 import { numberParam } from './registry.js';
 import { argminRandomTie } from './baseline.js';
@@ -20,12 +21,14 @@ import type { Policy, PolicyFactory } from '../router/types.js';
 export const predictedTtft: PolicyFactory = {
   name: 'predicted-ttft',
   description: 'Least predicted TTFT from the calibrated roofline model: queued prefill ÷ pool rate + uncached prefill + decode interference.',
-  defaults: { staleAfterMs: 5000, unknownPenaltyMs: 1000, tieToleranceMs: 0.5, boundedLoad: 1.25 },
+  defaults: { staleAfterMs: 5000, unknownPenaltyMs: 1000, tieToleranceMs: 0.5, boundedLoad: 1.25, capSlackRatio: 1.2, capSlackMs: 10 },
   create(params): Policy {
     const staleAfterMs = numberParam('predicted-ttft', params, 'staleAfterMs', 0, 3_600_000);
     const unknownPenaltyMs = numberParam('predicted-ttft', params, 'unknownPenaltyMs', 0, 3_600_000);
     const tol = numberParam('predicted-ttft', params, 'tieToleranceMs', 0, 1000);
     const c = numberParam('predicted-ttft', params, 'boundedLoad', 0, 100);
+    const capSlackRatio = numberParam('predicted-ttft', params, 'capSlackRatio', 1, 100);
+    const capSlackMs = numberParam('predicted-ttft', params, 'capSlackMs', 0, 3_600_000);
     if (c !== 0 && c <= 1) numberParam('predicted-ttft', { boundedLoad: c }, 'boundedLoad', 1.000001, 100);
     return {
       name: 'predicted-ttft',
@@ -43,11 +46,18 @@ export const predictedTtft: PolicyFactory = {
           ctx.scores[i] = v;
           return v;
         };
-        if (cap !== Infinity) {
-          const chosen = argminRandomTie(ctx, (i) => (ctx.inflight.requests[ctx.slots[i]] + 1 <= cap ? score(i) : Infinity));
-          if (chosen >= 0 && ctx.inflight.requests[ctx.slots[chosen]] + 1 <= cap) return chosen;
+        const best = argminRandomTie(ctx, score);
+        if (cap === Infinity || best < 0 || ctx.inflight.requests[ctx.slots[best]] + 1 <= cap) return best;
+        // The fastest candidate is over the cap: take the fastest one under it, unless that costs more
+        // than the slack (the cap evens out near-equal choices; it must not send a request somewhere
+        // much slower).
+        let under = -1;
+        for (let i = 0; i < ctx.n; i++) {
+          if (ctx.inflight.requests[ctx.slots[i]] + 1 > cap) continue;
+          if (under < 0 || ctx.scores[i] < ctx.scores[under]) under = i;
         }
-        return argminRandomTie(ctx, score);
+        if (under >= 0 && ctx.scores[under] <= ctx.scores[best] * capSlackRatio + capSlackMs) return under;
+        return best;
       },
     };
   },

@@ -192,12 +192,13 @@ test('a tenant at 10× its quota cannot push another past its TTFT SLO', () => {
   const r = fairness(true);
   assert.is(r.shed.calm, 0, `calm shed ${r.shed.calm} of ${r.sent.calm}`);
   assert.is(r.calm.length, r.sent.calm);
-  assert.ok(Math.max(...r.calm) <= 1_000, `calm max TTFT ${Math.max(...r.calm)} ms`);
+  assert.ok(Math.max(...r.calm) <= 1_000 + 1e-6, `calm max TTFT ${Math.max(...r.calm)} ms`);
   // The noisy tenant is refused under contention and still gets the spare capacity (work-conserving):
   // more than its quota of 2 requests a second, less than it asked for.
   const servedNoisyPerS = r.noisy.length / 60;
   assert.ok(r.shed.noisy > 0 && servedNoisyPerS > 2 && servedNoisyPerS < 20, `noisy served ${servedNoisyPerS.toFixed(1)}/s, shed ${r.shed.noisy}`);
-  assert.ok(Math.max(...r.noisy) <= 1_000, 'what the noisy tenant gets is within the SLO too');
+  // 1e-6 ms: the fake clock's float arithmetic (now − start) can land a hair above a TTFT predicted at exactly the SLO.
+  assert.ok(Math.max(...r.noisy) <= 1_000 + 1e-6, `what the noisy tenant gets is within the SLO too (max ${Math.max(...r.noisy)} ms)`);
   // Control: without quotas the same traffic does push the calm tenant out.
   const control = fairness(false);
   console.log(`  fairness: with quotas calm shed ${r.shed.calm}/${r.sent.calm}, calm max TTFT ${Math.max(...r.calm).toFixed(0)} ms, noisy served ${servedNoisyPerS.toFixed(1)}/s (shed ${r.shed.noisy}/${r.sent.noisy}); without quotas calm shed ${control.shed.calm}/${control.sent.calm}`);
