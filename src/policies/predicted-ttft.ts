@@ -11,7 +11,7 @@
  * the next). A candidate is acceptable only while its in-flight requests stay ≤ ceil(c · (m + 1) / n),
  * m the router's in-flight total and n the eligible replicas (Mirrokni, Thorup & Zadimoghaddam's cap on
  * requests). When the fastest candidate is over the cap, the fastest one under it wins if its predicted
- * TTFT is within `capSlackRatio` × best + `capSlackMs` (defaults 1.5 and 20 ms): the cap evens out
+ * TTFT is within `capSlackRatio` × best + `capSlackMs` (defaults 1.2 and 10 ms): the cap evens out
  * near-equal choices but never sends a request somewhere much slower, and never decides admission.
  */
 import { numberParam } from './registry.js';
