@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const uvuBin = join(root, 'node_modules', 'uvu', 'bin.js');
 const filters = process.argv.slice(2);
+/** Longest a single test file may run (ms); DYSTRO_TEST_FILE_TIMEOUT_MS overrides. */
+const FILE_TIMEOUT_MS = Number(process.env.DYSTRO_TEST_FILE_TIMEOUT_MS ?? 180_000);
 
 function walk(dir) {
   return readdirSync(dir).flatMap((name) => {
@@ -39,7 +41,16 @@ for (const file of files) {
     env: { ...process.env, FORCE_COLOR: '0' },
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
+    // A hung file (a socket that never answers) must not hang CI: it is killed and counted as failed.
+    timeout: FILE_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
   });
+  if (r.error && r.error.code === 'ETIMEDOUT') {
+    failed += 1;
+    broken.push(file);
+    console.log(`✗ ${file}: killed after ${FILE_TIMEOUT_MS / 1000} s without finishing\n${strip(`${r.stdout ?? ''}${r.stderr ?? ''}`).trim()}`);
+    continue;
+  }
   const out = strip(`${r.stdout ?? ''}${r.stderr ?? ''}`);
   const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
   const ok = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
