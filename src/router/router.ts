@@ -58,6 +58,8 @@ export interface RouterOptions {
   index?: Omit<PrefixIndexOptions, 'replicaCapacity' | 'clock'>;
   /** Random extra candidates beyond the replicas holding the prefix (default 8). */
   sampleCandidates?: number;
+  /** At most this many prefix holders become candidates, the deepest first (default 16). */
+  matchCandidates?: number;
   /** Longest prompt accepted, tokens (default 1,048,576); longer is DYSTRO_ERR_PROMPT_TOO_LARGE. */
   maxPromptTokens?: number;
   /** Expected output tokens when a request gives none (default 256). */
@@ -181,6 +183,20 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** A module-local copy: a re-exported binding can compile to a getter call per read in a hot loop. */
 const SPECULATE = OP_SPECULATE;
 
+/**
+ * A KV event ingest the router drives (attachIngest): in-thread (KvEventIngest) or pooled (IngestPool,
+ * src/host/ingest-pool.ts). Its `index` must be the router's.
+ */
+export interface AttachableIngest {
+  readonly index: unknown;
+  replicaState(replica: number): 'synced' | 'replaying' | 'unknown';
+  onReplicaState(listener: (replica: number, state: 'synced' | 'replaying' | 'unknown') => void): () => void;
+  restart(replica: number): void | Promise<void>;
+  unsubscribe(replica: number): Promise<void>;
+  /** Pooled mode: applies pending index records, at most a bounded number; never waits. */
+  drain?(): number;
+}
+
 export class Router {
   readonly kernels: KernelBackend;
   readonly fleet: Fleet;
@@ -196,6 +212,8 @@ export class Router {
   private readonly scratch: PickScratch;
   private readonly match: MatchResult;
   private readonly sampleCandidates: number;
+  private readonly matchCandidates: number;
+  private readonly depthHist = new Int32Array(4097);
   private readonly maxPromptTokens: number;
   private readonly defaultOutputTokens: number;
   private readonly speculative: boolean;
@@ -224,6 +242,11 @@ export class Router {
   private openHead = 0;
   /** The live scores saved while the shadow's pick borrows the scratch. */
   private asideScores = new Float64Array(64);
+  /** The attached KV event ingest, and the one whose records route() drains (pooled mode only). */
+  private ingest: AttachableIngest | null = null;
+  private drainer: AttachableIngest | null = null;
+  private detachIngest: (() => void) | null = null;
+  private ingestErrors?: (slot: number, err: unknown) => void;
 
   constructor(options: RouterOptions) {
     if (options === null || typeof options !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'options', 'an object', options);
@@ -241,6 +264,7 @@ export class Router {
     this.match = this.index.newMatchResult();
     this.scratch.tryAdd = (slot: number) => this.tryCandidate(slot, this.scratch.request, this.scratch.fleet);
     this.sampleCandidates = checkInteger(options.sampleCandidates ?? 8, 'options.sampleCandidates', 0, 4096, 'DYSTRO_ERR_INVALID_CONFIG');
+    this.matchCandidates = checkInteger(options.matchCandidates ?? 16, 'options.matchCandidates', 1, 1 << 20, 'DYSTRO_ERR_INVALID_CONFIG');
     this.maxPromptTokens = checkInteger(options.maxPromptTokens ?? 1 << 20, 'options.maxPromptTokens', 1, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
     this.defaultOutputTokens = checkInteger(options.defaultOutputTokens ?? 256, 'options.defaultOutputTokens', 0, 2 ** 31 - 1, 'DYSTRO_ERR_INVALID_CONFIG');
     this.speculative = options.speculative ?? true;
@@ -276,6 +300,8 @@ export class Router {
       this.predictor.reset(slot);
       this.inflight.reset(slot);
       this.slotEpoch[slot]++;
+      // The ingest forgets the slot too: a reused slot must not keep an old subscription or engine-hash map.
+      if (this.ingest) this.tellIngest(this.ingest, slot, change.kind === 'removed');
     }
     this.predictor.onFleet(snapshot);
     this.rebuildEligible(snapshot);
@@ -404,6 +430,48 @@ export class Router {
     return this.fleet.updateLoad(id, report);
   }
 
+  /**
+   * Drives a KV event ingest (in-thread KvEventIngest or pooled IngestPool) built on this router's
+   * index: route() first applies its pending records (bounded: the pool's drainMaxRecords); a fleet
+   * `removed` change unsubscribes the slot and `restarted` restarts it; a replica whose ingest state is
+   * 'unknown' (nothing heard yet, or a stream lost) gets no prefix credit and is routed by load only.
+   * Replaces an ingest attached before. Returns a function that detaches it.
+   */
+  attachIngest(ingest: AttachableIngest, options: { onError?: (slot: number, err: unknown) => void } = {}): () => void {
+    if (ingest === null || typeof ingest !== 'object' || typeof ingest.replicaState !== 'function' || typeof ingest.onReplicaState !== 'function') {
+      fail('DYSTRO_ERR_INVALID_CONFIG', 'ingest', 'a KvEventIngest or an IngestPool', ingest);
+    }
+    if (ingest.index !== this.index) fail('DYSTRO_ERR_INVALID_CONFIG', 'ingest.index', "the router's own index (router.index)", ingest.index);
+    this.detachIngest?.();
+    for (let slot = 0; slot < this.indexUnknown.length; slot++) this.indexUnknown[slot] = ingest.replicaState(slot) === 'unknown' ? 1 : 0;
+    const off = ingest.onReplicaState((slot, state) => {
+      if (slot >= 0 && slot < this.indexUnknown.length) this.indexUnknown[slot] = state === 'unknown' ? 1 : 0;
+    });
+    this.ingest = ingest;
+    this.drainer = typeof ingest.drain === 'function' ? ingest : null;
+    this.ingestErrors = options.onError;
+    const detach = () => {
+      if (this.ingest !== ingest) return;
+      off();
+      this.ingest = null;
+      this.drainer = null;
+      this.detachIngest = null;
+      this.indexUnknown.fill(0);
+    };
+    this.detachIngest = detach;
+    return detach;
+  }
+
+  private tellIngest(ingest: AttachableIngest, slot: number, removed: boolean): void {
+    const report = (err: unknown) => this.ingestErrors?.(slot, err);
+    try {
+      const done = removed ? ingest.unsubscribe(slot) : ingest.restart(slot);
+      if (done) done.catch(report);
+    } catch (err) {
+      report(err); // a closed ingest: the index was cleared above all the same
+    }
+  }
+
   /** Observes every decision (shadow evaluation, metrics). Returns an unsubscribe function. */
   onDecision(hook: (ctx: PickContext, decision: Decision) => void): () => void {
     this.decisionHooks.add(hook);
@@ -472,6 +540,8 @@ export class Router {
    */
   route(req: RouteRequest): Decision {
     const t0 = performance.now();
+    // Pooled ingest: records the workers produced since the last decision, at most a bounded batch.
+    if (this.drainer !== null) this.drainer.drain!();
     this.checkRequest(req);
     const s = this.scratch;
     const snapshot = this.fleet.snapshot();
@@ -507,13 +577,7 @@ export class Router {
     const eligible = this.eligibleByModel.get(req.model);
     s.eligible = eligible ?? EMPTY_SLOTS;
     if (eligible && eligible.length > 0) {
-      if (s.promptBlocks > 0) {
-        const m = this.match;
-        for (let i = 0; i < m.count; i++) {
-          const slot = m.replica(i);
-          if (s.matchGen[slot] === s.gen) this.tryCandidate(slot, req, snapshot);
-        }
-      }
+      if (s.promptBlocks > 0) this.addMatchedCandidates(req, snapshot);
       if (eligible.length <= this.sampleCandidates * 2) {
         for (let i = 0; i < eligible.length; i++) this.tryCandidate(eligible[i], req, snapshot);
       } else {
@@ -573,6 +637,45 @@ export class Router {
       if (this.sessionKeys.size < 100_000) this.sessionKeys.set(key, k);
     }
     return k;
+  }
+
+  /**
+   * Candidates from the match: every replica holding the prefix when they are few; otherwise the
+   * `matchCandidates` deepest (a system prompt held by the whole fleet would make every replica a
+   * candidate and the decision linear in fleet size). The depth threshold is found by counting depths
+   * into a small histogram over the prompt's block count: O(matched), no sort.
+   */
+  private addMatchedCandidates(req: RouteRequest, snapshot: FleetSnapshot): void {
+    const s = this.scratch;
+    const m = this.match;
+    const k = this.matchCandidates;
+    if (m.count <= k) {
+      for (let i = 0; i < m.count; i++) {
+        const slot = m.replica(i);
+        if (s.matchGen[slot] === s.gen) this.tryCandidate(slot, req, snapshot);
+      }
+      return;
+    }
+    // Histogram of depths, bucketed so it stays small for long prompts.
+    const blocks = s.promptBlocks;
+    const shift = blocks > 4096 ? Math.ceil(Math.log2(blocks / 4096)) : 0;
+    const hist = this.depthHist;
+    const buckets = (blocks >>> shift) + 1;
+    hist.fill(0, 0, buckets);
+    for (let i = 0; i < m.count; i++) if (s.matchGen[m.replica(i)] === s.gen) hist[m.depth(i) >>> shift]++;
+    let threshold = buckets - 1;
+    let taken = 0;
+    while (threshold > 0 && taken + hist[threshold] < k) taken += hist[threshold--];
+    // Everything deeper than the threshold bucket, then threshold-bucket replicas until k (in match
+    // order, which is arbitrary but deterministic).
+    let budget = k - taken;
+    for (let i = 0; i < m.count; i++) {
+      const slot = m.replica(i);
+      if (s.matchGen[slot] !== s.gen) continue;
+      const b = m.depth(i) >>> shift;
+      if (b > threshold) this.tryCandidate(slot, req, snapshot);
+      else if (b === threshold && budget > 0 && this.tryCandidate(slot, req, snapshot) >= 0) budget--;
+    }
   }
 
   /** Adds a slot as a candidate when eligible for this request; returns its index or −1. */
