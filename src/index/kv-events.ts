@@ -1,7 +1,9 @@
 /**
  * KvEventIngest: keeps one PrefixIndex in step with the KV caches of vLLM replicas, from their KV events
  * (DESIGN §2, §8). In-thread mode: decoding, ordering and hashing run on the caller's thread, between
- * routing decisions; the index has this one writer for precise entries.
+ * routing decisions; the index has this one writer for precise entries. Pooled mode
+ * (src/host/ingest-pool.ts) runs this same class in worker threads with a RecordSink that writes the
+ * records into a SharedArrayBuffer ring, and the routing thread applies them to the index in batches.
  *
  * Per replica slot: a ReplicaState (engine hash → router hash, reference counts, completeness) and one
  * Sequencer per data-parallel rank (vLLM publishes each rank on its own port with its own seqs). Frames
@@ -18,7 +20,9 @@ import { DystroError, fail } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { DEFAULT_BLOCK_SIZE, PrefixHasher } from '../hashing/prefix.js';
 import { checkInteger } from '../hashing/validate.js';
-import type { PrefixIndex } from './prefix-index.js';
+import { Registry as PromRegistry } from 'prom-client';
+import type { KernelBackend } from '../kernels/abi.js';
+import { loadKernelsSync } from '../kernels/select.js';
 import { RecordBuffer } from './records.js';
 import { ReplicaState, emptyOutcome, type ApplyOutcome, type ReplicaNamespace } from './replica-state.js';
 import { Sequencer, realTimers, type ReplaySource, type SequencerEvent, type StreamState, type Timers } from './sequencer.js';
@@ -26,6 +30,20 @@ import { END_OF_REPLAY, REJECT_REASONS, decodeKvEventBatch, decodeSeq, type Deco
 import { ZmqReplaySource, ZmqSubscriber } from './zmq-subscriber.js';
 
 export type ReplicaIndexState = StreamState;
+
+/**
+ * Where the ingest's index records go (records.ts: 4 u32 words each, applied in order). A PrefixIndex
+ * is one (in-thread mode); an ingest worker's ring producer is another (pooled mode).
+ */
+export interface RecordSink {
+  apply(words: Uint32Array, count: number): void;
+  /** Replica slots the sink accepts: 0 … replicaCapacity − 1. */
+  readonly replicaCapacity: number;
+  /** Hashing kernels when options.kernels is absent (a PrefixIndex has its own). */
+  readonly kernels?: KernelBackend;
+  /** Entries and bytes, for the index gauges (a sink without it gets none). */
+  stats?(): { entries: number; bytes: number };
+}
 
 export interface ReplayOptions {
   /** Live frames held per stream during a replay (default 10,000, vLLM's replay buffer). */
@@ -58,6 +76,8 @@ export interface KvEventIngestOptions {
   registry?: Registry;
   /** Metric name prefix (default "dystro_"), for two ingests on one registry. */
   metricsPrefix?: string;
+  /** Kernels for hashing token blocks (default: the sink's, else the auto-selected backend). */
+  kernels?: KernelBackend;
   clock?: Clock;
   timers?: Timers;
   /** A subscriber's socket error (it is recreated) or a failure applying its frames (logged, counted). */
@@ -86,7 +106,10 @@ export interface SubscribeOptions {
 type Item = DecodeResult;
 
 interface Stream {
+  replica: number;
   rank: number;
+  /** Fed by batches without seqs (the sequencer never sees them): known once one is applied. */
+  unsequenced: boolean;
   sequencer: Sequencer<Item>;
   source?: ReplaySource;
   subscriber?: ZmqSubscriber;
@@ -113,7 +136,7 @@ class Metrics {
   readonly lag: Histogram;
   readonly subscriberErrors: Counter;
 
-  constructor(registry: Registry, p: string, ingest: KvEventIngest, index: PrefixIndex) {
+  constructor(registry: Registry, p: string, ingest: KvEventIngest, index: RecordSink) {
     const registers = [registry];
     this.batches = new Counter({ name: `${p}kv_batches_applied_total`, help: 'KV event batches applied to the index', registers });
     this.events = new Counter({ name: `${p}kv_events_applied_total`, help: 'KV events applied, by type', labelNames: ['type'], registers });
@@ -142,22 +165,8 @@ class Metrics {
         this.set(ingest.trackedKeys());
       },
     });
-    new Gauge({
-      name: `${p}index_entries`,
-      help: 'Prefix index (block, replica) entries',
-      registers,
-      collect() {
-        this.set(index.stats().entries);
-      },
-    });
-    new Gauge({
-      name: `${p}index_bytes`,
-      help: 'Prefix index memory (bytes)',
-      registers,
-      collect() {
-        this.set(index.stats().bytes);
-      },
-    });
+    const stats = index.stats?.bind(index);
+    if (stats) registerIndexGauges(registry, p, stats);
     new Gauge({
       name: `${p}kv_replicas`,
       help: 'Replicas by index state (synced, replaying, unknown)',
@@ -173,8 +182,42 @@ class Metrics {
   }
 }
 
+/** The index gauges (entries, bytes), shared with the pooled ingest, whose index lives on the routing thread. */
+export function registerIndexGauges(registry: Registry, p: string, stats: () => { entries: number; bytes: number }): void {
+  const registers = [registry];
+    new Gauge({
+      name: `${p}index_entries`,
+      help: 'Prefix index (block, replica) entries',
+      registers,
+      collect() {
+        this.set(stats().entries);
+      },
+    });
+    new Gauge({
+      name: `${p}index_bytes`,
+      help: 'Prefix index memory (bytes)',
+      registers,
+      collect() {
+        this.set(stats().bytes);
+      },
+    });
+}
+
+/** Name, help and type of every metric an ingest registers (the pooled ingest mirrors its workers' metrics). */
+export function describeIngestMetrics(prefix = 'dystro_'): { name: string; help: string; type: 'counter' | 'gauge' | 'histogram' }[] {
+  const registry = new PromRegistry();
+  // Collect callbacks never run here: the ingest and sink are only captured by them.
+  new Metrics(registry, prefix, null as unknown as KvEventIngest, { apply() {}, replicaCapacity: 1 });
+  return registry.getMetricsAsArray().map((m) => ({
+    name: (m as unknown as { name: string }).name,
+    help: (m as unknown as { help: string }).help,
+    type: m instanceof Counter ? 'counter' : m instanceof Histogram ? 'histogram' : 'gauge',
+  }));
+}
+
 export class KvEventIngest {
-  readonly index: PrefixIndex;
+  /** Where the records go (the PrefixIndex in in-thread mode). */
+  readonly index: RecordSink;
   readonly hasher: PrefixHasher;
   private readonly options: KvEventIngestOptions;
   private readonly limits: DecodeLimits;
@@ -184,8 +227,13 @@ export class KvEventIngest {
   private readonly records = new RecordBuffer(256);
   private readonly metrics?: Metrics;
   private closed = false;
+  private readonly stateListeners = new Set<(replica: number, state: ReplicaIndexState) => void>();
+  /** Last state reported per replica (absent: 'unknown', as replicaState() says of a slot it never saw). */
+  private readonly reported = new Map<number, ReplicaIndexState>();
+  /** Replicas whose state may have changed inside an async replay, refreshed at the next microtask. */
+  private readonly touchedReplicas = new Set<number>();
 
-  constructor(index: PrefixIndex, options: KvEventIngestOptions) {
+  constructor(index: RecordSink, options: KvEventIngestOptions) {
     if (options === null || typeof options !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'options', 'an object with a namespace', options);
     if (typeof options.namespace !== 'function' && (options.namespace === null || typeof options.namespace !== 'object' || typeof options.namespace.model !== 'string')) {
       fail('DYSTRO_ERR_INVALID_CONFIG', 'options.namespace', 'a { model, tenant? } or a function of the replica slot returning one', options.namespace);
@@ -193,7 +241,7 @@ export class KvEventIngest {
     if (options.maxEntriesPerReplica !== undefined) checkInteger(options.maxEntriesPerReplica, 'options.maxEntriesPerReplica', 1, 2 ** 31, 'DYSTRO_ERR_INVALID_CONFIG');
     this.index = index;
     this.options = options;
-    this.hasher = new PrefixHasher(index.kernels, { blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE });
+    this.hasher = new PrefixHasher(options.kernels ?? index.kernels ?? loadKernelsSync().kernels, { blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE });
     this.limits = { ...options.limits, blockSize: this.hasher.blockSize };
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? realTimers;
@@ -215,7 +263,10 @@ export class KvEventIngest {
     checkInteger(rank, 'dpRank', 0, 0xffff);
     if (opts.seq === undefined) {
       const slot = this.slot(replica);
-      this.apply(slot, this.stream(replica, rank), item, false);
+      const stream = this.stream(replica, rank);
+      this.apply(slot, stream, item, false);
+      if (item.ok) stream.unsequenced = true;
+      this.refresh(replica);
       return result(item);
     }
     const seq = seqOf(opts.seq);
@@ -223,7 +274,10 @@ export class KvEventIngest {
       this.metrics?.rejected.inc({ reason: 'bad-sequence' });
       return { ok: false, reason: 'bad-sequence', detail: 'seq is not an integer in 0 … 2^53−1 or an 8-byte frame' };
     }
-    this.stream(replica, rank).sequencer.push(seq, item);
+    const stream = this.stream(replica, rank);
+    stream.unsequenced = false;
+    stream.sequencer.push(seq, item);
+    this.refresh(replica);
     return result(item);
   }
 
@@ -253,6 +307,7 @@ export class KvEventIngest {
       },
     });
     stream.subscriber.start();
+    this.refresh(replica);
   }
 
   /** Stops the replica's subscriptions and forgets what it held (the index entries go too: without events they would go stale). */
@@ -269,6 +324,7 @@ export class KvEventIngest {
     this.records.clear();
     slot.state.wipe(this.records);
     this.flush();
+    this.refresh(replica);
     await Promise.all(closing);
   }
 
@@ -285,6 +341,7 @@ export class KvEventIngest {
     slot.state.wipe(this.records);
     this.flush();
     this.metrics?.resyncs.inc({ cause: 'restart' });
+    this.refresh(replica);
   }
 
   /** Changes a replica's namespace: its chains change, so this is a restart. */
@@ -295,19 +352,30 @@ export class KvEventIngest {
   }
 
   /**
-   * 'synced' (every batch since the start, or since a restart, applied), 'replaying' (a gap is being
-   * repaired) or 'unknown' (nothing heard yet, or wiped after a loss and not heard from since).
+   * 'synced' (every batch since the start, or since a restart, applied; a stream fed without seqs once
+   * one of its batches is applied), 'replaying' (a gap is being repaired) or 'unknown' (nothing heard
+   * yet, or wiped after a loss and not heard from since).
    */
   replicaState(replica: number): ReplicaIndexState {
     const slot = this.slots.get(replica);
     if (!slot || slot.streams.size === 0) return 'unknown';
     let unknown = false;
     for (const s of slot.streams.values()) {
-      const st = s.sequencer.state;
+      const st = s.unsequenced ? 'synced' : s.sequencer.state;
       if (st === 'replaying') return 'replaying';
       if (st === 'unknown') unknown = true;
     }
     return unknown ? 'unknown' : 'synced';
+  }
+
+  /**
+   * Calls `listener(replica, state)` whenever a replica's state changes (synchronously at the end of the
+   * call that changed it; within a microtask for a change made by a replay). Returns an unsubscribe
+   * function. The router uses it to route an 'unknown' replica by load only.
+   */
+  onReplicaState(listener: (replica: number, state: ReplicaIndexState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
   }
 
   /** Replica slots with any state. */
@@ -381,18 +449,25 @@ export class KvEventIngest {
     let s = slot.streams.get(rank);
     if (s) return s;
     const r = this.options.replay ?? {};
-    const stream: Stream = { rank, source: source ?? this.options.replaySource?.(replica, rank) } as Stream;
+    const stream: Stream = { replica, rank, unsequenced: false, source: source ?? this.options.replaySource?.(replica, rank) } as Stream;
     stream.sequencer = new Sequencer<Item>(
       {
         decode: (payload) => decodeKvEventBatch(payload, this.limits),
         tsOf: (item) => (item.ok ? item.batch.ts : NaN),
-        apply: (_seq, item) => this.apply(slot, stream, item, true),
+        apply: (_seq, item) => {
+          this.apply(slot, stream, item, true);
+          this.touched(replica);
+        },
         wipe: (fromStart) => {
           this.records.clear();
           slot.state.wipeRank(rank, this.records, fromStart);
           this.flush();
+          this.touched(replica);
         },
-        onEvent: (e) => this.count(e),
+        onEvent: (e) => {
+          this.count(e);
+          this.touched(replica);
+        },
       },
       {
         replay: stream.source,
@@ -408,6 +483,29 @@ export class KvEventIngest {
     slot.streams.set(rank, stream);
     s = stream;
     return s;
+  }
+
+  /** Reports the replica's state to the listeners when it differs from the last one reported. */
+  private refresh(replica: number): void {
+    if (this.stateListeners.size === 0) return;
+    const now = this.replicaState(replica);
+    if ((this.reported.get(replica) ?? 'unknown') === now) return;
+    if (now === 'unknown') this.reported.delete(replica);
+    else this.reported.set(replica, now);
+    for (const l of this.stateListeners) l(replica, now);
+  }
+
+  /** A sequencer hook ran: its state settles after the hook returns, so look at it in a microtask. */
+  private touched(replica: number): void {
+    if (this.stateListeners.size === 0 || this.touchedReplicas.has(replica)) return;
+    if (this.touchedReplicas.size === 0) {
+      queueMicrotask(() => {
+        const replicas = [...this.touchedReplicas];
+        this.touchedReplicas.clear();
+        for (const r of replicas) this.refresh(r);
+      });
+    }
+    this.touchedReplicas.add(replica);
   }
 
   private dropStream(replica: number, stream: Stream): void {
@@ -430,6 +528,7 @@ export class KvEventIngest {
       return;
     }
     stream.sequencer.push(seq, decodeKvEventBatch(frames[2], this.limits));
+    this.refresh(stream.replica);
   }
 
   /** Applies one batch in order (or counts its rejection). */
