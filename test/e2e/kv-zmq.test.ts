@@ -1,14 +1,14 @@
 /**
- * End to end over real ZeroMQ sockets on 127.0.0.1 (random free ports): a publisher written here the way
- * vLLM's ZmqEventPublisher behaves (PUB frames (topic, seq, payload); a ROUTER answering a replay
- * request (empty, start_seq) with (empty, seq, payload) for every buffered seq ≥ start and then
- * (empty, −1, empty); 10,000 batches kept), a toy engine behind it, and a KvEventIngest subscribed to it.
+ * End to end over real ZeroMQ sockets on 127.0.0.1 (random free ports): a publisher that behaves the way
+ * vLLM's ZmqEventPublisher does (test/helpers/zmq-publisher.ts: PUB frames (topic, seq, payload); a
+ * ROUTER answering a replay request (empty, start_seq) with (empty, seq, payload) for every buffered
+ * seq ≥ start and then (empty, −1, empty); 10,000 batches kept), a toy engine behind it, and a
+ * KvEventIngest subscribed to it.
  * The publisher drops batches on purpose; the index must repair itself and equal the reference model of
  * everything published. Waits are bounded polls on real time, never fixed sleeps.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Publisher, Router } from 'zeromq';
 import { Registry } from 'prom-client';
 import { FakeClock } from '../../src/clock.ts';
 import { createRng } from '../../src/rng.ts';
@@ -18,6 +18,7 @@ import { KvEventIngest } from '../../src/index/kv-events.ts';
 import { EngineSim } from '../helpers/engine-sim.ts';
 import { IndexModel, loadModelHasher } from '../helpers/index-model.ts';
 import { encodeBatch, packValue, type EventSpec } from '../helpers/vllm-frames.ts';
+import { TestPublisher, until } from '../helpers/zmq-publisher.ts';
 
 await loadModelHasher();
 
@@ -29,78 +30,6 @@ setTimeout(() => {
 
 const BS = 4;
 const NS = { model: 'llama-3-8b', tenant: 'e2e' };
-
-const be8 = (n: number) => {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-};
-
-class TestPublisher {
-  readonly pub = new Publisher({ linger: 0, sendHighWaterMark: 100_000 });
-  readonly router = new Router({ linger: 0 });
-  readonly buffer: { seq: number; payload: Uint8Array }[] = [];
-  seq = 0;
-  replays = 0;
-  private serving: Promise<void> | null = null;
-
-  constructor(readonly topic = 'kv') {}
-
-  async start(): Promise<void> {
-    await this.pub.bind('tcp://127.0.0.1:*');
-    await this.router.bind('tcp://127.0.0.1:*');
-    this.serving = this.serve();
-  }
-
-  get endpoint(): string {
-    return this.pub.lastEndpoint!;
-  }
-  get replayEndpoint(): string {
-    return this.router.lastEndpoint!;
-  }
-
-  /** Publishes the next batch; `drop` keeps it in the replay buffer only (as a high-water-mark loss). */
-  async publish(payload: Uint8Array, drop = false): Promise<number> {
-    const seq = this.seq++;
-    this.buffer.push({ seq, payload });
-    if (this.buffer.length > 10_000) this.buffer.shift();
-    if (!drop) await this.pub.send([this.topic, be8(seq), payload]);
-    return seq;
-  }
-
-  async sendRaw(frames: (string | Uint8Array)[]): Promise<void> {
-    await this.pub.send(frames);
-  }
-
-  private async serve(): Promise<void> {
-    try {
-      for await (const frames of this.router) {
-        if (frames.length !== 3 || frames[2].length !== 8) continue;
-        const [id, , start] = frames;
-        const from = Number(start.readBigUInt64BE(0));
-        this.replays++;
-        for (const f of this.buffer.slice()) if (f.seq >= from) await this.router.send([id, '', be8(f.seq), f.payload]);
-        await this.router.send([id, '', be8(-1), '']);
-      }
-    } catch {
-      // closed
-    }
-  }
-
-  async close(): Promise<void> {
-    this.pub.close();
-    this.router.close();
-    await this.serving;
-  }
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 const big = (_: string, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v);
 
