@@ -6,7 +6,7 @@
 
 // The router (DESIGN §1–§2, §4).
 export { createRouter, Router } from './router/router.js';
-export type { RouterOptions } from './router/router.js';
+export type { AttachableIngest, RouterOptions } from './router/router.js';
 export type {
   CandidateExplanation,
   Decision,
@@ -38,7 +38,9 @@ export type { LoadReport, SanitizeOutcome } from './fleet/load.js';
 export { MatchResult, PrefixIndex } from './index/prefix-index.js';
 export type { IndexEntry, IndexStats, PrefixIndexOptions } from './index/prefix-index.js';
 export { KvEventIngest } from './index/kv-events.js';
-export type { IngestOptions, IngestResult, KvEventIngestOptions, ReplayOptions, ReplicaIndexState, SubscribeOptions } from './index/kv-events.js';
+export type { IngestOptions, IngestResult, KvEventIngestOptions, RecordSink, ReplayOptions, ReplicaIndexState, SubscribeOptions } from './index/kv-events.js';
+export { IngestPool } from './host/ingest-pool.js';
+export type { IngestPoolOptions } from './host/ingest-pool.js';
 export type { ReplicaNamespace } from './index/replica-state.js';
 export type { ReplayFrame, ReplaySource, Timers } from './index/sequencer.js';
 export { REJECT_REASONS, decodeKvEventBatch } from './index/vllm-events.js';

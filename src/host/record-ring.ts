@@ -38,6 +38,16 @@ export class RecordRing {
     this.words = new Uint32Array(this.buffer, HEADER_INTS * 4, this.capacity * RECORD_WORDS);
   }
 
+  /** Records ever published by the producer (u32, wrapping): a position in the record stream. */
+  written(): number {
+    return Atomics.load(this.header, HEAD) >>> 0;
+  }
+
+  /** Records ever consumed (u32, wrapping): everything before this position has been drained. */
+  consumed(): number {
+    return Atomics.load(this.header, TAIL) >>> 0;
+  }
+
   /** Records waiting to be consumed. */
   size(): number {
     return (Atomics.load(this.header, HEAD) - Atomics.load(this.header, TAIL)) >>> 0;
