@@ -790,6 +790,59 @@ function countTier(rp: usize, w: u32): void {
   store<u32>(at, load<u32>(at) + 1);
 }
 
+/**
+ * Whether the holders at q (n pairs) have the same words as those at p, in the same order, each with a
+ * tier bit — so that each one's liveness depends on its word and the epochs alone, never on its stamp
+ * (see isLive). Stamps are not compared: a pair is read as one u64 whose low half is the word, four
+ * pairs per check, so a differing list is rejected within its first group.
+ */
+function sameCleanWords(p: usize, q: usize, n: u32): bool {
+  if (load<u32>(p) != load<u32>(q)) return false;
+  const TIER_MASK: u64 = u64(7) << TIER_SHIFT;
+  let i: u32 = 0;
+  for (; i + 4 <= n; i += 4) {
+    const pp = p + (<usize>i << PAIR_SHIFT);
+    const qp = q + (<usize>i << PAIR_SHIFT);
+    const b0 = load<u64>(qp);
+    const b1 = load<u64>(qp, 8);
+    const b2 = load<u64>(qp, 16);
+    const b3 = load<u64>(qp, 24);
+    const diff = (load<u64>(pp) ^ b0) | (load<u64>(pp, 8) ^ b1) | (load<u64>(pp, 16) ^ b2) | (load<u64>(pp, 24) ^ b3);
+    const untiered = <u32>((b0 & TIER_MASK) == 0) | <u32>((b1 & TIER_MASK) == 0) | <u32>((b2 & TIER_MASK) == 0) | <u32>((b3 & TIER_MASK) == 0);
+    if ((<u32>diff | untiered) != 0) return false;
+  }
+  for (; i < n; i++) {
+    const w = load<u32>(q + (<usize>i << PAIR_SHIFT));
+    if (load<u32>(p + (<usize>i << PAIR_SHIFT)) != w || tierBits(w) == 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The end of a run of blocks whose holder words equal those of block `refBlock` (at refHp, refN pairs):
+ * each replica that advanced at refBlock — (gen, depth) = (g, refBlock + 1) and a live word there, the
+ * test the block-by-block walk makes — advanced at each of the `run` blocks too, on the same tier.
+ * At most `active` (the number that advanced at refBlock) replicas match, so the pass stops there.
+ */
+function flushRun(reps: usize, epochs: usize, refHp: usize, refN: u32, g: u32, refBlock: u32, run: u32, active: u32, now: u32): void {
+  const want = u64(g) | (u64(refBlock + 1) << 32);
+  const moved = u64(g) | (u64(refBlock + 1 + run) << 32);
+  let done: u32 = 0;
+  for (let i: u32 = 0; i < refN && done < active; i++) {
+    const w = load<u32>(refHp + (<usize>i << PAIR_SHIFT));
+    const rp = reps + <usize>(w & REPLICA_MASK) * REPLICA_BYTES;
+    if (load<u64>(rp) != want) continue;
+    if (!isLive(epochs, w, load<u32>(refHp + (<usize>i << PAIR_SHIFT), 4), now)) continue;
+    store<u64>(rp, moved);
+    const t = tierBits(w);
+    if (t != 0) {
+      const at = rp + 8 + (<usize>((t & 1) != 0 ? 0 : (t & 2) != 0 ? 1 : 2) << 2);
+      store<u32>(at, load<u32>(at) + run);
+    }
+    done++;
+  }
+}
+
 /** Touches the home slots of blocks [from, to) of the chain (one batch of independent misses). */
 // @ts-ignore: decorator
 @inline
@@ -904,6 +957,16 @@ export function indexMatch(statePtr: usize, hashesPtr: usize, count: u32, now: u
   // Blocks 1 …: a replica advances only if it held every block before; stop when nobody advances
   // or at the first block the index does not have.
   let active = found;
+  // Runs of identical holder lists (a prefix the fleet stored block by block: each block's holders in
+  // the same order, with the same tiers and epochs): when block j's holder words equal those of the
+  // last block walked one by one (ref), all with a tier bit, each holder is live at j exactly when it
+  // was at ref, so the replicas advancing at j are those that advanced at ref, on the same tier, and
+  // `active` stays. Such blocks are only counted (`run`); flushRun applies them before the next block
+  // walked one by one (whose candidates need their true depth), before lone mode, and at the end.
+  let refHp: usize = holdersAt(arena, slotPtr(table, <u32>s0));
+  let refN: u32 = holderCount(slotPtr(table, <u32>s0));
+  let refBlock: u32 = 0;
+  let run: u32 = 0;
   // Lone mode (active = 1): the replica, its word bits that must match (id and current epoch), its
   // depth and tier counts (written back to its record at the end).
   let lone = false;
@@ -941,6 +1004,10 @@ export function indexMatch(statePtr: usize, hashesPtr: usize, count: u32, now: u
     for (; j < end; j++) {
       if (active == 1 && !lone) {
         // From here on only this replica can advance (the advancing set never grows).
+        if (run != 0) {
+          flushRun(reps, epochs, refHp, refN, g, refBlock, run, active, now);
+          run = 0;
+        }
         lone = true;
         loneRp = reps + <usize>lastReplica * REPLICA_BYTES;
         loneKey = lastReplica | (<u32>load<u8>(epochs + <usize>lastReplica) << EPOCH_SHIFT);
@@ -994,6 +1061,17 @@ export function indexMatch(statePtr: usize, hashesPtr: usize, count: u32, now: u
       }
       const hp = (a & OVERFLOW) == 0 ? p + SLOT_PAIR : arena + (<usize>(a & ~OVERFLOW) << PAIR_SHIFT);
       const n: u32 = (a & OVERFLOW) == 0 ? 1 : load<u32>(p, SLOT_PAIR + 4) & COUNT_MASK;
+      if (n == refN && sameCleanWords(refHp, hp, n)) {
+        run++; // as ref: the same replicas advance, on the same tiers
+        continue;
+      }
+      if (run != 0) {
+        flushRun(reps, epochs, refHp, refN, g, refBlock, run, active, now);
+        run = 0;
+      }
+      refHp = hp;
+      refN = n;
+      refBlock = j;
       const want = u64(g) | (u64(j) << 32); // gen of this match, depth j (held blocks 0 … j−1)
       let advanced: u32 = 0;
       for (let i: u32 = 0; i < n; i++) {
@@ -1015,6 +1093,7 @@ export function indexMatch(statePtr: usize, hashesPtr: usize, count: u32, now: u
     if (j < end) break; // stopped inside the chunk: nobody advanced past j, or block j is absent
     b = end;
   }
+  if (run != 0) flushRun(reps, epochs, refHp, refN, g, refBlock, run, active, now);
   if (lone) {
     store<u32>(loneRp, loneDepth, 4);
     store<u32>(loneRp, loneGpu, 8);

@@ -657,6 +657,40 @@ int64_t PrefixIndex::Apply(const uint32_t* records, size_t recordsLen, size_t co
 
 // ---------- match ----------
 
+namespace {
+
+constexpr uint64_t kTierMask64 = uint64_t{7} << kTierShift;  // a pair's word is its low half
+
+// Whether holders q[0, n) have the same words as p[0, n), in the same order, each with a tier bit (so
+// its liveness depends on its word and the epochs alone, never on its stamp: see IsLive). Stamps are
+// not compared. Reads pairs as u64 (the word is the low half on every little-endian host; on a
+// big-endian one the check is still exact, just as strict on the stamps), 8 at a time, so the loop
+// vectorizes and stops at the first differing group.
+inline bool SameCleanWords(const uint32_t* p, const uint32_t* q, uint32_t n) {
+  if (p[0] != q[0]) return false;
+  constexpr uint64_t kWord = 0xFFFFFFFFu;
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t diff = 0;
+    uint64_t untiered = 0;
+    for (uint32_t k = 0; k < 8; k++) {
+      uint64_t a;
+      uint64_t b;
+      std::memcpy(&a, p + 2 * (i + k), 8);
+      std::memcpy(&b, q + 2 * (i + k), 8);
+      diff |= (a ^ b) & kWord;
+      untiered |= (b & kTierMask64) == 0 ? 1 : 0;
+    }
+    if ((diff | untiered) != 0) return false;
+  }
+  for (; i < n; i++) {
+    if (p[2 * i] != q[2 * i] || TierBits(q[2 * i]) == 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 // Looks a key up within its home slot's cache line only (match pipeline, stage 2): the slot, −1 when an
 // empty slot proves it absent, or kUnresolved when the probe run goes on past the line; the next
 // kRunLines lines are then prefetched so that the full Find in stage 3 finds them cached.
@@ -740,19 +774,67 @@ int64_t PrefixIndex::Match(const uint64_t* hashes, size_t count, uint32_t now, u
   }
 
   // Blocks 1 …: a replica advances only if it held every block before; stop when nobody advances.
+  //
+  // Runs of identical holder lists (a prefix the fleet stored block by block: every block's holders in
+  // the same order, same tiers and epochs): when block b's holder words equal those of the last block
+  // walked one by one (`ref`), all with a tier bit, each holder is live at b exactly when it was at ref
+  // (liveness reads the word and the epochs only), so the replicas advancing at b are those that
+  // advanced at ref, each counting the same tier, and `active` stays. Such blocks are only counted
+  // (`run`); before the next block walked one by one (whose candidates must have their true depth) and
+  // at the end, one pass over ref's holders adds `run` to the depth and tier of each replica that
+  // advanced at ref — the one whose (gen, depth) is (g, ref + 1) and whose word is live, the test the
+  // block-by-block walk would make at each block of the run.
+  const uint32_t* refPairs = nullptr;
+  uint32_t refN = 0;
+  size_t refBlock = 0;
+  size_t run = 0;
+  {
+    const Slot& slot = slots[s0];
+    const bool inlined = (slot.a & kOverflow) == 0;
+    refPairs = inlined ? &slot.a : arena + static_cast<uint64_t>(slot.a & ~kOverflow) * 2;
+    refN = inlined ? 1 : slot.b & kCountMask;
+  }
   size_t active = found;
+  const auto flush = [&]() {
+    const uint64_t want = static_cast<uint64_t>(g) << 32 | static_cast<uint32_t>(refBlock + 1);
+    const uint32_t depth = static_cast<uint32_t>(refBlock + 1 + run);
+    const uint32_t add = static_cast<uint32_t>(run);
+    size_t done = 0;
+    for (uint32_t i = 0; i < refN && done < active; i++) {
+      const uint32_t w = refPairs[2 * i];
+      Scratch& sc = scratch_[w & kReplicaMask];
+      if (key(sc) != want || !IsLive(w, refPairs[2 * i + 1], now)) continue;
+      sc.depth = depth;
+      sc.tiers[kBestTier[TierBits(w)]] += add;
+      done++;
+    }
+    run = 0;
+  };
   for (size_t b = 1; b < count && active > 0; b++) {
     if (b + kPrefetchAhead < count) PrefetchHome(hashes[b + kPrefetchAhead], kSlotsPerLine);
     if (b + kFindAhead < count) stage2(b + kFindAhead);
     int64_t s = ring[b & (kRing - 1)];
     if (s == kUnresolved) s = Find(static_cast<uint32_t>(hashes[b]), static_cast<uint32_t>(hashes[b] >> 32));
     if (s < 0) break;
+    const Slot& slot = slots[s];
+    {
+      const bool inlined = (slot.a & kOverflow) == 0;
+      const uint32_t n = inlined ? 1 : slot.b & kCountMask;
+      const uint32_t* pairs = inlined ? &slot.a : arena + static_cast<uint64_t>(slot.a & ~kOverflow) * 2;
+      if (n == refN && SameCleanWords(refPairs, pairs, n)) {
+        run++;  // as ref: the same replicas advance, with the same tiers
+        continue;
+      }
+      if (run > 0) flush();
+      refPairs = pairs;
+      refN = n;
+      refBlock = b;
+    }
     // The candidates are the `walking` replicas that reached depth b; each holds a block at most once, so
     // the scan of the holders can stop as soon as all of them have advanced.
     const size_t walking = active;
     active = 0;
     const uint64_t want = static_cast<uint64_t>(g) << 32 | static_cast<uint32_t>(b);  // (gen, depth) of a candidate
-    const Slot& slot = slots[s];
     if ((slot.a & kOverflow) == 0) {
       const uint32_t w = slot.a;
       Scratch& sc = scratch_[w & kReplicaMask];
@@ -774,6 +856,7 @@ int64_t PrefixIndex::Match(const uint64_t* hashes, size_t count, uint32_t now, u
       if (++active == walking) break;
     }
   }
+  if (run > 0) flush();
 
   for (size_t k = 0; k < found; k++) {
     uint32_t* o = out + k * kIndexMatchStride;

@@ -393,6 +393,71 @@ function indexSuite(k: KernelBackend) {
     t.free();
   });
 
+  test('runs of identical holder lists (a fleet-wide prefix): equal words, a differing tier, speculative, dead, reordered', () => {
+    // 37 replicas store a 100-block chain block by block, so consecutive blocks have the same holder
+    // words in the same order (the match's run fast path), on tiers r % 3; then the lists are made to
+    // differ in ways where only a block-by-block walk gives the right answer.
+    const R = 37;
+    const t = new Twin(k, { maxEntries: 10_000, replicaCapacity: 64, seed: 5, ttlMs: 1_000 });
+    const chain: Block[] = Array.from({ length: 100 }, (_, i) => ({ lo: (Math.imul(i + 1, 0x2545f491) ^ 0x5bd1e995) >>> 0, hi: i * 7 + 1 }));
+    const apply = (rec: Records, now: number, what: string) => assert.is(t.apply(rec.array(), rec.count, now, what), rec.count);
+    let rec = new Records();
+    for (let r = 0; r < R; r++) for (let i = 0; i < 60; i++) rec.push(OP_STORE, r % 3, r, chain[i]);
+    // Blocks 60 … 79: the same replicas appended in the reverse order.
+    for (let r = R - 1; r >= 0; r--) for (let i = 60; i < 80; i++) rec.push(OP_STORE, r % 3, r, chain[i]);
+    // Blocks 80 … 89: three holders (no whole group of 4 pairs); 90 … 99: two (an arena chunk of 2).
+    for (const r of [0, 1, 2]) for (let i = 80; i < 90; i++) rec.push(OP_STORE, r % 3, r, chain[i]);
+    for (const r of [0, 1]) for (let i = 90; i < 100; i++) rec.push(OP_STORE, 0, r, chain[i]);
+    apply(rec, 1_000, 'fleet');
+    const hashes = hashesOf(chain);
+    const all = (what: string, now: number) => {
+      for (const count of [1, 2, 9, 10, 11, 25, 26, 45, 46, 59, 60, 61, 79, 80, 81, 90, 100]) t.match(hashes, count, now, 64 * MATCH_STRIDE, `${what}, count ${count}`);
+      for (const from of [1, 9, 10, 24, 26, 47]) t.match(hashes.slice(from), 100 - from, now, 64 * MATCH_STRIDE, `${what}, from block ${from}`);
+    };
+    all('identical lists', 1_000);
+    const out = new Uint32Array(64 * MATCH_STRIDE);
+    assert.is(k.indexMatch(t.h, hashes, 100, 1_000, out), R);
+    assert.equal(Array.from(out.subarray(0, 3 * MATCH_STRIDE)), [0, 100, 100, 0, 0, 1, 100, 10, 90, 0, 2, 90, 0, 0, 90]);
+    assert.equal(Array.from(out.subarray(3 * MATCH_STRIDE, 4 * MATCH_STRIDE)), [3, 80, 80, 0, 0]);
+    // One differing tier: replica 3 also on CPU at block 10 (still counted GPU: the best tier).
+    rec = new Records();
+    rec.push(OP_STORE, 1, 3, chain[10]);
+    rec.push(OP_STORE, 0, 4, chain[12]); // replica 4 (CPU): GPU too at block 12, counted GPU there
+    apply(rec, 1_100, 'tiers');
+    all('a differing tier', 1_100);
+    // A dead epoch in the middle: replica 9 wiped and stored again on every block but 25; replica 11
+    // loses block 45 (the last holder moves into its place: another order, one holder fewer).
+    rec = new Records();
+    rec.push(OP_CLEAR, 0, 9, chain[0]);
+    for (let i = 0; i < 100; i++) if (i !== 25) rec.push(OP_STORE, 2, 9, chain[i]);
+    rec.push(OP_REMOVE, 11 % 3, 11, chain[45]);
+    apply(rec, 1_200, 'dead');
+    all('a dead epoch at block 25, a removal at 45', 1_200);
+    // Speculative holders with the same word on every block but different expiries: replica 50
+    // speculates blocks 0 … 39 at 1,300 and again (renewing) blocks 0 … 14 and 20 … 39 at 1,800, so at
+    // 2,400 its blocks 15 … 19 have expired though their words equal their neighbours'.
+    rec = new Records();
+    for (let i = 0; i < 40; i++) rec.push(OP_SPECULATE, 0, 50, chain[i]);
+    apply(rec, 1_300, 'speculate');
+    rec = new Records();
+    for (let i = 0; i < 40; i++) if (i < 15 || i >= 20) rec.push(OP_SPECULATE, 0, 50, chain[i]);
+    apply(rec, 1_800, 'speculate again');
+    all('speculative, all live', 2_000);
+    all('speculative, blocks 15 … 19 expired', 2_400);
+    assert.is(k.indexMatch(t.h, hashes, 100, 2_400, out), R + 1);
+    let spec = -1;
+    for (let i = 0; i <= R; i++) if (out[i * MATCH_STRIDE] === 50) spec = i;
+    assert.equal(Array.from(out.subarray(spec * MATCH_STRIDE, (spec + 1) * MATCH_STRIDE)), [50, 15, 0, 0, 0]);
+    // Every replica wiped: no live holder left anywhere.
+    rec = new Records();
+    for (let r = 0; r < 64; r++) rec.push(OP_CLEAR, 0, r, chain[0]);
+    apply(rec, 2_500, 'wipe');
+    all('all wiped', 2_500);
+    t.stats('fleet prefix');
+    t.dump(2_500, 'fleet prefix');
+    t.free();
+  });
+
   test('bad records: BAD_ARG at the first bad op, tier or replica, with the records before it applied', () => {
     const R = 5;
     const bad: [string, number[]][] = [
