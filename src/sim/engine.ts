@@ -732,6 +732,21 @@ export class SimEngine {
     return out;
   }
 
+  /**
+   * A request leaves before it finished (its client went away: vLLM aborts it). Its blocks go back to
+   * the free queue; blocks it cached stay cached. False when it had already left. A request in the step
+   * in flight is skipped by endStep (it is `gone`). Used by the engine emulator (src/emulator/).
+   */
+  abort(r: EngineRequest): boolean {
+    if (r.gone || !this.alive) return false;
+    r.gone = true;
+    const at = this.running.indexOf(r);
+    if (at >= 0) this.running.splice(at, 1);
+    else for (const w of this.waiting.clear()) if (w !== r) this.waiting.push(w);
+    this.release(r);
+    return true;
+  }
+
   /** The load vector as the engine would report it (one reused object: copy if kept). */
   loadReport(): Required<LoadReport> {
     let prefill = 0;
