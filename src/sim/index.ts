@@ -17,7 +17,7 @@ export function simulate(config: SimConfig): SimResult {
 }
 
 export { Simulation };
-export type { SimConfig, SimResult, PoolConfig, FailureScenario, ReplicaResult, TimelineBucket } from './sim.js';
+export type { SimConfig, SimResult, PoolConfig, FailureScenario, ReplicaResult, TimelineBucket, ReplicaTimeline, QuantileCurve } from './sim.js';
 export { SimEngine, EngineRequest, rooflineStepModel, DEFAULT_MAX_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from './engine.js';
 export type { StepModel, EngineOptions, EngineListener, EngineStats } from './engine.js';
 export {
@@ -28,6 +28,7 @@ export {
   multiTurn,
   zipfPrefixes,
   scaleRate,
+  rampRate,
   sliceWorkload,
   describeWorkload,
   workloadFromSpec,

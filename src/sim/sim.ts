@@ -105,6 +105,14 @@ export interface SimConfig {
   profile?: boolean;
   /** Keep each request's final replica in the result (`placements`; for compare's "placements moved"). */
   recordPlacements?: boolean;
+  /**
+   * Keep what a report draws (compare's HTML): per replica and timeline bucket the engine's busy share
+   * and its mean outstanding requests, sampled with the load reports, and the TTFT quantile curve
+   * (default false: a sweep of many runs does not need them).
+   */
+  detail?: boolean;
+  /** Called with (requests ended, total) about every 1% of the workload and once at the end (progress bars). */
+  onProgress?: (done: number, total: number) => void;
   /** Simulate runs of pure-decode steps as one event (default true; see EngineOptions.fastForward). */
   fastForward?: boolean;
   /**
@@ -128,6 +136,23 @@ export interface ReplicaResult {
   steps: number;
   alive: boolean;
 }
+
+/** Per timeline bucket (outer index) and replica (inner index, as perReplica), with `detail`. */
+export interface ReplicaTimeline {
+  /** Share of the load samples in the bucket at which the replica's engine was stepping (0 … 1). */
+  busy: number[][];
+  /** Mean requests running or waiting in the replica's engine over the bucket's load samples. */
+  outstanding: number[][];
+}
+
+/** The TTFT distribution as a quantile curve (with `detail`): ms[k] is the percentiles[k]-th percentile. */
+export interface QuantileCurve {
+  percentiles: number[];
+  ms: number[];
+}
+
+/** Percentiles of the TTFT curve: dense in the tail, where policies differ. */
+const CURVE_PERCENTILES = [...Array.from({ length: 50 }, (_, k) => 2 * k), 98, 99, 99.5, 99.9, 100];
 
 export interface TimelineBucket {
   startMs: number;
@@ -197,7 +222,9 @@ export interface SimResult {
     loadReports: number;
     simEvents: number;
   };
-  timeline: { bucketMs: number; buckets: TimelineBucket[] };
+  timeline: { bucketMs: number; buckets: TimelineBucket[]; replicas?: ReplicaTimeline };
+  /** TTFT quantile curve (with `detail`). */
+  ttftCurve?: QuantileCurve;
   /** Per request (workload order): index into perReplica of the replica that served it, −1 if shed or failed. */
   placements?: number[];
   /** Wall-clock measurements: the only part that differs between identical runs. */
@@ -296,6 +323,12 @@ export class Simulation {
   private readonly bucketMs: number;
   private readonly seed: number;
   private readonly recordPlacements: boolean;
+  private readonly detail: boolean;
+  private readonly onProgress: ((done: number, total: number) => void) | null;
+  /** With `detail`: per bucket, load samples taken, and per replica busy samples and outstanding sums. */
+  private readonly detailSamples: number[] = [];
+  private readonly detailBusy: Float64Array[] = [];
+  private readonly detailOutstanding: Float64Array[] = [];
 
   // Driver state.
   private nextArrival = 0;
@@ -370,6 +403,8 @@ export class Simulation {
     this.failures = config.failures ?? [];
     this.profile = config.profile ?? false;
     this.recordPlacements = config.recordPlacements ?? false;
+    this.detail = config.detail ?? false;
+    this.onProgress = typeof config.onProgress === 'function' ? config.onProgress : null;
     this.bucketMs = positive('config.timelineBucketMs', config.timelineBucketMs ?? 10_000);
     this.kernels = config.kernels ?? loadKernelsSync({ backend: config.backend }).kernels;
 
@@ -480,8 +515,19 @@ export class Simulation {
     });
     q.push(0, EV_LOAD_SAMPLE, 0);
     let events = 0;
+    const total = this.reqs.length;
+    const progressStep = Math.max(1, Math.ceil(total / 100));
+    let nextProgress = progressStep;
     while (q.pop()) {
       events++;
+      // Progress every 1,024 events at most (a callback per event would cost more than the check).
+      if (this.onProgress && (events & 1023) === 0) {
+        const ended = this.completed + this.shed + this.failed;
+        if (ended >= nextProgress) {
+          nextProgress = (Math.floor(ended / progressStep) + 1) * progressStep;
+          this.onProgress(ended, total);
+        }
+      }
       const t = q.poppedTime;
       this.clock.set(t);
       switch (q.poppedKind) {
@@ -518,6 +564,7 @@ export class Simulation {
     }
     // Collect the ceilings now (a worker may still be finishing them), so the wall time is honest.
     this.ceilings?.result();
+    this.onProgress?.(this.completed + this.shed + this.failed, total);
     const wallMs = now() - wall0;
     const cpu = process.cpuUsage(cpu0);
     return this.result(wallMs, (cpu.user + cpu.system) / 1000, events);
@@ -819,6 +866,19 @@ export class Simulation {
   private onLoadSample(t: number): void {
     const n = this.engines.length;
     const snap = new Float64Array(n * 5);
+    let busy: Float64Array | null = null;
+    let outstanding: Float64Array | null = null;
+    if (this.detail) {
+      const b = Math.floor(t / this.bucketMs);
+      while (this.detailSamples.length <= b) {
+        this.detailSamples.push(0);
+        this.detailBusy.push(new Float64Array(n));
+        this.detailOutstanding.push(new Float64Array(n));
+      }
+      this.detailSamples[b]++;
+      busy = this.detailBusy[b];
+      outstanding = this.detailOutstanding[b];
+    }
     for (let i = 0; i < n; i++) {
       const e = this.engines[i];
       if (!e.alive) {
@@ -831,6 +891,10 @@ export class Simulation {
       snap[i * 5 + 2] = r.waiting;
       snap[i * 5 + 3] = r.prefillTokens;
       snap[i * 5 + 4] = r.kvUsage;
+      if (busy && outstanding) {
+        if (!e.idle) busy[i]++;
+        outstanding[i] += r.running + r.waiting;
+      }
     }
     if (this.loadStalenessMs > 0) this.q.push(t + this.loadStalenessMs, EV_LOAD_DELIVER, 0, snap);
     else this.onLoadDeliver(snap);
@@ -948,6 +1012,22 @@ export class Simulation {
 
   // ------------------------------------------------------------ result
 
+  /** Per bucket and replica: busy share and mean outstanding requests over the bucket's load samples. */
+  private replicaTimeline(): ReplicaTimeline {
+    const busy: number[][] = [];
+    const outstanding: number[][] = [];
+    const buckets = Math.max(this.timeline.length, this.detailSamples.length);
+    const n = this.engines.length;
+    for (let b = 0; b < buckets; b++) {
+      const k = this.detailSamples[b] ?? 0;
+      const bs = this.detailBusy[b];
+      const os = this.detailOutstanding[b];
+      busy.push(Array.from({ length: n }, (_, i) => (k && bs ? Math.round((bs[i] / k) * 1e4) / 1e4 : 0)));
+      outstanding.push(Array.from({ length: n }, (_, i) => (k && os ? Math.round((os[i] / k) * 100) / 100 : 0)));
+    }
+    return { busy, outstanding };
+  }
+
   private result(wallMs: number, cpuMs: number, events: number): SimResult {
     const makespanS = this.completed > 0 ? (this.lastEndMs - this.firstArrivalMs) / 1000 : 0;
     let steps = 0;
@@ -1012,7 +1092,9 @@ export class Simulation {
           ttftMeanMs: b.ttftN ? Math.round((b.ttftSum / b.ttftN) * 1000) / 1000 : 0,
           hitRate: b.prompt ? b.hit / b.prompt : 0,
         })),
+        replicas: this.detail ? this.replicaTimeline() : undefined,
       },
+      ttftCurve: this.detail ? { percentiles: [...CURVE_PERCENTILES], ms: CURVE_PERCENTILES.map((p) => Math.round(this.ttft.at(p) * 1000) / 1000) } : undefined,
       placements: this.recordPlacements ? this.reqs.map((r) => (r.state === 'done' ? r.engineIdx : -1)) : undefined,
       perf: {
         wallMs: Math.round(wallMs),

@@ -500,6 +500,23 @@ export function scaleRate(w: Workload, factor: number): Workload {
   return { name: w.name, requests, prompt: (i) => w.prompt(i), output: w.output ? (i) => w.output!(i) : undefined };
 }
 
+/**
+ * A load ramp on a fixed request list: the requests are cut into `factors.length` stages of equal count,
+ * and the gaps between arrivals in stage k are divided by factors[k] (2 = twice the offered load), as
+ * the llm-d benchmarks step their QPS up through stages. The first arrival keeps its time.
+ */
+export function rampRate(w: Workload, factors: readonly number[]): Workload {
+  if (!Array.isArray(factors) || factors.length === 0) fail('DYSTRO_ERR_INVALID_CONFIG', 'rate ramp', 'a non-empty array of factors', factors);
+  for (const f of factors) if (typeof f !== 'number' || !(f > 0) || !Number.isFinite(f)) fail('DYSTRO_ERR_INVALID_CONFIG', 'rate ramp factor', 'a finite number > 0', f);
+  const n = w.requests.length;
+  let t = n > 0 ? w.requests[0].arrivalMs : 0;
+  const requests = w.requests.map((r, i) => {
+    if (i > 0) t += (r.arrivalMs - w.requests[i - 1].arrivalMs) / factors[Math.min(factors.length - 1, Math.floor((i * factors.length) / n))];
+    return { ...r, arrivalMs: t };
+  });
+  return { name: w.name, requests, prompt: (i) => w.prompt(i), output: w.output ? (i) => w.output!(i) : undefined };
+}
+
 /** Requests from..to−1 (arrivals shifted to start at 0). */
 export function sliceWorkload(w: Workload, from: number, to = w.requests.length): Workload {
   const t0 = w.requests[from]?.arrivalMs ?? 0;
@@ -533,6 +550,8 @@ export type WorkloadSpec = (
 ) & {
   /** Time compression applied after loading: 2 = twice the offered load. */
   rateScale?: number;
+  /** Then a load ramp in stages of equal request count (`rampRate`): [1, 2, 3] triples the load by the last third. */
+  rateRamp?: number[];
 };
 
 export const WORKLOAD_KINDS = ['mooncake', 'azure', 'shared-prefix', 'llm-d-precise-prefix', 'multi-turn', 'zipf-prefixes'] as const;
@@ -563,5 +582,6 @@ export function workloadFromSpec(spec: WorkloadSpec): Workload {
     default:
       fail('DYSTRO_ERR_INVALID_CONFIG', 'workload.kind', `one of ${WORKLOAD_KINDS.join(', ')}`, (spec as { kind?: unknown }).kind);
   }
-  return spec.rateScale !== undefined && spec.rateScale !== 1 ? scaleRate(w, spec.rateScale) : w;
+  if (spec.rateScale !== undefined && spec.rateScale !== 1) w = scaleRate(w, spec.rateScale);
+  return spec.rateRamp !== undefined ? rampRate(w, spec.rateRamp) : w;
 }
