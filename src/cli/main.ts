@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /**
- * The `dystro` command. This release has the kernel tools; `simulate`, `compare` and `sweep` arrive
- * with the simulator.
+ * The `dystro` command.
  *   dystro backends            which kernel backends load here, which one `auto` picks, and why
  *   dystro hash [--block N] [--model M] [--tenant T] [--lora L] <text…>
  *                              block hashes of a text prompt (byte mode), one per line, hex
+ *   dystro simulate | compare | sweep [options]
+ *                              the fleet simulator (sim-commands.ts): one run, a candidate policy
+ *                              against baselines with a deploy verdict, policies × load levels
  *   dystro --version
  */
 import { readFileSync } from 'node:fs';
@@ -12,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { availableBackends, describeSelection, loadKernelsSync } from '../kernels/select.js';
 import { PrefixHasher } from '../hashing/prefix.js';
 import { DystroError } from '../errors.js';
+import { SIM_USAGE, compareCommand, simulateCommand, sweepCommand } from './sim-commands.js';
 
 const USAGE = `usage: dystro <command> [options]
 commands:
@@ -20,14 +23,15 @@ commands:
       --block N                block size in bytes (default 16)
       --model M --lora L --tenant T   namespace of the chain (model defaults to "default")
       --backend auto|wasm|native|js
-  --version                    print the version`;
+  --version                    print the version
+${SIM_USAGE}`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-export function main(argv: string[]): number {
+export function main(argv: string[]): number | Promise<number> {
   const [command, ...rest] = argv;
   if (command === '--version' || command === '-v') {
     console.log(version());
@@ -43,6 +47,7 @@ export function main(argv: string[]): number {
     console.log(describeSelection(loadKernelsSync()));
     return 0;
   }
+  if (command === 'engine') return void import('./engine.js').then((m) => (process.exitCode = m.runEngine(rest))), 0;
   if (command === 'hash') {
     const { values, positionals } = parseArgs({
       args: rest,
@@ -61,17 +66,39 @@ export function main(argv: string[]): number {
     for (const h of hasher.hashText(positionals.join(' '), seed)) console.log(h.toString(16).padStart(16, '0'));
     return 0;
   }
+  if (command === 'simulate') return simulateCommand(rest);
+  if (command === 'compare') return compareCommand(rest);
+  if (command === 'sweep') return sweepCommand(rest);
   console.error(`dystro: unknown command "${command}"\n${USAGE}`);
   return 2;
 }
 
-try {
-  process.exitCode = main(process.argv.slice(2));
-} catch (err) {
+function onError(err: unknown): void {
   if (err instanceof DystroError) {
     console.error(`dystro: ${err.code}: ${err.message}`);
     process.exitCode = 2;
   } else {
     throw err;
   }
+}
+
+try {
+  const code = main(process.argv.slice(2));
+  if (typeof code === 'number') process.exitCode = code;
+  else
+    code.then(
+      (c) => {
+        process.exitCode = c;
+      },
+      (err: unknown) => {
+        try {
+          onError(err);
+        } catch (e) {
+          console.error(e);
+          process.exitCode = 1;
+        }
+      },
+    );
+} catch (err) {
+  onError(err);
 }
