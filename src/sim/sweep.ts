@@ -14,8 +14,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { fail } from '../errors.js';
-import { Simulation, simulate } from './index.js';
-import type { FailureScenario, PoolConfig, SimConfig, SimResult } from './sim.js';
+import { Simulation, type FailureScenario, type PoolConfig, type SimConfig, type SimResult } from './sim.js';
 import { describeWorkload, workloadFromSpec, type Workload, type WorkloadSpec } from './workloads.js';
 import { describeFleet } from './fleet-config.js';
 import { markdownTable, num, pct, policyConfig, policyLabel, ms, summarize, textTable, type PolicyRef, type RunSummary } from './summary.js';
@@ -64,7 +63,7 @@ export class SimRunner {
       // One at a time, each after the event loop turns, so a progress bar can draw between runs.
       const p = this.chain.then(() => new Promise<SimResult>((resolve, reject) => setImmediate(() => {
         try {
-          resolve(simulate({ ...job, onProgress }));
+          resolve(new Simulation({ ...job, onProgress }).run());
         } catch (e) {
           reject(e);
         }
