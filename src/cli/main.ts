@@ -47,7 +47,7 @@ export function main(argv: string[]): number | Promise<number> {
     console.log(describeSelection(loadKernelsSync()));
     return 0;
   }
-  if (command === 'engine') return void import('./engine.js').then((m) => (process.exitCode = m.runEngine(rest))), 0;
+  if (command === 'engine') return import('./engine.js').then((m) => m.runEngine(rest));
   if (command === 'hash') {
     const { values, positionals } = parseArgs({
       args: rest,
