@@ -20,6 +20,7 @@
 import { availableParallelism, cpus } from 'node:os';
 import { fail } from '../errors.js';
 import type { FailureScenario, PoolConfig, SimResult } from './sim.js';
+import { maxOverMean } from './metrics.js';
 import type { WorkloadSpec } from './workloads.js';
 import { describeFleet } from './fleet-config.js';
 import { SimRunner, baseRate, capacityOf, checkJob, runAll, specAt, type PolicyCapacity, type SimExtras, type SimJob } from './sweep.js';
@@ -90,6 +91,10 @@ export interface PolicyStats {
   skewBusy: Spread;
   /** First seed: requests and busy seconds per replica. */
   perReplica: { id: string; pool: string; requests: number; busyS: number }[];
+  /** First seed: share of the requests served by each pool (a heterogeneous fleet need not split evenly). */
+  poolShare: Record<string, number>;
+  /** max / mean of requests per replica within each pool, the worst pool, per seed (skew that heterogeneity does not explain). */
+  skewWithinPools: Spread;
 }
 
 export type Decision = 'deploy' | 'canary' | 'hold' | 'reject';
@@ -381,7 +386,26 @@ function statsOf(label: string, runs: SimResult[], summaries: RunSummary[]): Pol
     skewRequests: f((s) => s.skew.requests),
     skewBusy: f((s) => s.skew.busy),
     perReplica: first.perReplica.map((r) => ({ id: r.id, pool: r.pool, requests: r.requests, busyS: r.busyS })),
+    poolShare: poolShares(first),
+    skewWithinPools: spread(runs.map(skewWithinPools)),
   };
+}
+
+function skewWithinPools(r: SimResult): number {
+  const byPool = new Map<string, number[]>();
+  for (const x of r.perReplica) (byPool.get(x.pool) ?? byPool.set(x.pool, []).get(x.pool)!).push(x.requests);
+  return Math.max(...[...byPool.values()].map(maxOverMean));
+}
+
+function poolShares(r: SimResult): Record<string, number> {
+  const out: Record<string, number> = {};
+  let total = 0;
+  for (const x of r.perReplica) {
+    out[x.pool] = (out[x.pool] ?? 0) + x.requests;
+    total += x.requests;
+  }
+  for (const k of Object.keys(out)) out[k] = total ? out[k] / total : 0;
+  return out;
 }
 
 function placementsMoved(a: readonly number[] | undefined, b: readonly number[] | undefined): number {
@@ -667,6 +691,7 @@ export function renderCompare(r: CompareResult, format: 'text' | 'markdown' = 't
   else out.push(...lines);
 
   h(`Policies (mean over seeds${w.seeds.length > 1 ? ', range in parentheses' : ''})`);
+  const multiPool = Object.keys(r.policies[0]?.poolShare ?? {}).length > 1;
   const pr = r.policies.map((p) => [
     p.policy + (p.policy === w.candidate ? ' *' : ''),
     range(p.goodputRps, (x) => num(x)),
@@ -678,8 +703,9 @@ export function renderCompare(r: CompareResult, format: 'text' | 'markdown' = 't
     pct(p.hitRate.mean),
     pct(p.hitOfLru.mean, 0),
     `${num(p.skewRequests.mean)} / ${num(p.skewBusy.mean)}`,
+    ...(multiPool ? [Object.entries(p.poolShare).map(([k, x]) => `${k} ${pct(x, 0)}`).join(' · ')] : []),
   ]);
-  out.push(table(['policy', 'goodput req/s', 'SLO met', 'TTFT p50', 'TTFT p90', 'TTFT p99', 'TPOT p90', 'hit rate', '÷ LRU ceiling', 'skew req / busy'], pr));
+  out.push(table(['policy', 'goodput req/s', 'SLO met', 'TTFT p50', 'TTFT p90', 'TTFT p99', 'TPOT p90', 'hit rate', '÷ LRU ceiling', 'skew req / busy', ...(multiPool ? ['requests by pool'] : [])], pr));
   const c = r.charts.ceilings;
   if (c) para(`hit-rate ceilings (seed ${w.seeds[0]}): global LRU of the fleet's KV ${pct(c.globalLru)}, infinite cache ${pct(c.infinite)}; * = candidate`);
 

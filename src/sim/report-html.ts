@@ -192,8 +192,8 @@ export function compareHtml(r: CompareResult): string {
   b.push('<h2>Policies</h2>');
   b.push(
     htmlTable(
-      ['policy', 'goodput req/s', 'SLO met', 'TTFT p50', 'TTFT p90', 'TTFT p99', 'TPOT p90', 'hit rate', '÷ global-LRU ceiling', 'skew requests', 'skew busy'],
-      r.policies.map((p) => [p.policy + (p.policy === w.candidate ? ' (candidate)' : ''), range(p.goodputRps, (x) => num(x)), pct(p.sloAttainment.mean), ms(p.ttftP50.mean), range(p.ttftP90, ms), ms(p.ttftP99.mean), ms(p.tpotP90.mean), pct(p.hitRate.mean), pct(p.hitOfLru.mean, 0), num(p.skewRequests.mean), num(p.skewBusy.mean)]),
+      ['policy', 'goodput req/s', 'SLO met', 'TTFT p50', 'TTFT p90', 'TTFT p99', 'TPOT p90', 'hit rate', '÷ global-LRU ceiling', 'skew requests', 'skew busy', 'requests by pool'],
+      r.policies.map((p) => [p.policy + (p.policy === w.candidate ? ' (candidate)' : ''), range(p.goodputRps, (x) => num(x)), pct(p.sloAttainment.mean), ms(p.ttftP50.mean), range(p.ttftP90, ms), ms(p.ttftP99.mean), ms(p.tpotP90.mean), pct(p.hitRate.mean), pct(p.hitOfLru.mean, 0), num(p.skewRequests.mean), num(p.skewBusy.mean), Object.entries(p.poolShare).map(([k, x]) => `${k} ${pct(x, 0)}`).join(' · ')]),
     ),
   );
   b.push('<h2>Gain and blast radius against each baseline</h2>');
