@@ -1,0 +1,495 @@
+/**
+ * The data plane: OpenAI-compatible requests in, one routing decision, the engine's answer out.
+ *
+ * Order of checks (cheapest refusal first, nothing reaches an engine before all pass): path and method
+ * (404/405) → API key (401, body unread) → declared size (413, unread) → body within the size limit and
+ * the body timeout (413/408) → JSON and required fields (400) → a pool serving the model (404) →
+ * tokenize → route (shed: 503 with Retry-After) → engine.
+ *
+ * Streaming. An SSE response is relayed chunk by chunk as the engine writes it (no buffering; the
+ * socket's backpressure is honoured). The response headers go to the client with the first chunk, not
+ * before: until then nothing has been committed, and a failure is still retryable. The first chunk is
+ * the first token (ticket.onFirstToken: the TTFT the router calibrates on); the end of the stream
+ * onEnd; an engine failure after that onError, and the client receives a final SSE `error` event
+ * (which the OpenAI clients raise as an APIError) instead of a silently truncated stream; a client that
+ * goes away aborts the engine request (onCancel). A non-streamed response is read whole (bounded) and
+ * then sent with its length, so an engine dying mid-body gives a clean 502, not half a JSON document;
+ * it calls no onFirstToken, because its first byte comes after the whole generation and would teach
+ * the TTFT predictor end-to-end latency.
+ *
+ * Retries happen only before the first byte reaches the client, for failures that say the engine did
+ * not take the request (connect errors, resets, 429, 502, 503, 504), within the retry budget, at most
+ * retry.maxRetries times, never for bodies over retry.maxBodyBytes, and on another replica: the ones
+ * already tried are excluded. A timeout is not retried: the engine may still be working on it.
+ *
+ * Tenancy. The tenant comes from the API key alone. Its salt goes to the router (`tenant`: the block
+ * hashes' namespace), to the engine in `tenantHeader`, and as vLLM's `cache_salt` in the body (a
+ * client's own cache_salt is overwritten: a tenant must not pick another tenant's salt). Logs carry
+ * request ids, models, replicas, statuses and times; never prompts, keys, salts or tenant ids.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { DystroError } from '../errors.js';
+import type { Decision, RoutedDecision, RouteRequest, ShedDecision } from '../router/types.js';
+import { bearerToken, type Tenant } from './auth.js';
+import { readBody, sendError, sendJson, writeChunk } from './http-util.js';
+import { parseRequest, type ApiError, type ParsedRequest } from './openai.js';
+import type { EngineState, Proxy } from './proxy.js';
+
+const ENDPOINTS: Record<string, 'completions' | 'chat' | undefined> = {
+  '/v1/completions': 'completions',
+  '/v1/chat/completions': 'chat',
+};
+
+/** State of one request across its attempts. */
+interface Ctx {
+  proxy: Proxy;
+  res: ServerResponse;
+  id: string;
+  endpoint: 'completions' | 'chat';
+  path: string;
+  parsed: ParsedRequest;
+  routeReq: RouteRequest;
+  /** The body sent to engines (the client's bytes, or re-serialized with the tenant's cache_salt). */
+  upstreamBody: Buffer;
+  tenant: Tenant;
+  clientGone: boolean;
+  /** Aborts the current engine attempt. */
+  abort: AbortController | null;
+  attempts: number;
+  replica: string;
+  status: number;
+  cachedTokens: number;
+}
+
+type Failure = 'connect' | 'reset' | 'timeout';
+
+/** An attempt that ended before anything was sent to the client. */
+interface NotServed {
+  retryable: boolean;
+  /** The engine's response, to relay when no retry follows (its body is still unread). */
+  response?: Dispatcher.ResponseData;
+  /** Or what to answer when there is no response. */
+  error?: ApiError;
+}
+
+export async function handleData(p: Proxy, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const started = performance.now();
+  const path = (req.url ?? '/').split('?')[0];
+  const method = req.method ?? 'GET';
+  if (path === '/metrics' && method === 'GET') {
+    const text = await p.registry.metrics();
+    res.writeHead(200, { 'content-type': p.registry.contentType });
+    res.end(text);
+    return;
+  }
+  if (path === '/healthz' && method === 'GET') return sendJson(res, 200, '{"ok":true}');
+  const endpoint = ENDPOINTS[path];
+  if (path === '/v1/models') {
+    if (method !== 'GET') return sendError(res, { status: 405, message: 'Use GET.', type: 'invalid_request_error' }, { allow: 'GET' });
+    if (!authenticate(p, req, res)) return;
+    const data = p.models().map((id) => ({ id, object: 'model', created: 0, owned_by: 'dystro' }));
+    return sendJson(res, 200, JSON.stringify({ object: 'list', data }));
+  }
+  if (endpoint === undefined) return sendError(res, { status: 404, message: `No route for ${method} ${path}.`, type: 'invalid_request_error', code: 'not_found' });
+  if (method !== 'POST') return sendError(res, { status: 405, message: 'Use POST.', type: 'invalid_request_error' }, { allow: 'POST' }, true);
+  const tenant = authenticate(p, req, res);
+  if (!tenant) return;
+
+  const id = requestId(req.headers['x-request-id']);
+  const done = (status: number) => {
+    p.metrics.requests.inc({ endpoint, code: String(status) });
+    p.metrics.requestSeconds.observe({ endpoint }, (performance.now() - started) / 1000);
+  };
+  const limits = p.config.limits;
+  const body = await readBody(req, limits.maxBodyBytes, limits.bodyTimeoutMs);
+  if (!body.ok) {
+    sendError(res, { status: body.status, message: body.message, type: 'invalid_request_error', code: body.status === 413 ? 'request_too_large' : null }, { 'x-request-id': id }, true);
+    return done(body.status);
+  }
+  const parsed = parseRequest(endpoint, body.body);
+  if (!parsed.ok) {
+    sendError(res, parsed.error, { 'x-request-id': id });
+    return done(parsed.error.status);
+  }
+  const r = parsed.request;
+  if (!p.servesModel(r.model)) {
+    sendError(res, { status: 404, message: `The model \`${r.model}\` does not exist.`, type: 'invalid_request_error', param: 'model', code: 'model_not_found' }, { 'x-request-id': id });
+    return done(404);
+  }
+  const t0 = performance.now();
+  const prompt = typeof r.prompt === 'string' ? p.tokenizer.encode(r.prompt) : r.prompt;
+  p.metrics.tokenizeSeconds.observe((performance.now() - t0) / 1000);
+
+  const ctx: Ctx = {
+    proxy: p,
+    res,
+    id,
+    endpoint,
+    path,
+    parsed: r,
+    routeReq: { model: r.model, tenant: tenant.salt, priority: tenant.sloClass, prompt, expectedOutputTokens: r.expectedOutputTokens, sessionKey: sessionKey(req) },
+    upstreamBody: upstreamBody(p, r, body.body, tenant),
+    tenant,
+    clientGone: false,
+    abort: null,
+    attempts: 0,
+    replica: '',
+    status: 0,
+    cachedTokens: 0,
+  };
+  res.on('close', () => {
+    if (res.writableFinished) return;
+    ctx.clientGone = true;
+    ctx.abort?.abort();
+  });
+  p.budget.requestStarted();
+  p.metrics.active.inc();
+  try {
+    await serve(ctx);
+  } finally {
+    p.budget.requestFinished();
+    p.metrics.active.dec();
+    const status = ctx.clientGone && ctx.status === 0 ? 499 : ctx.status;
+    done(status);
+    p.log.info('request', { id, endpoint, model: r.model, stream: r.stream, status, replica: ctx.replica || undefined, attempts: ctx.attempts, cachedTokens: ctx.cachedTokens, ms: Math.round(performance.now() - started) });
+  }
+}
+
+/** The tenant of the request's API key; otherwise answers 401 (body unread, connection closed) and returns null. */
+function authenticate(p: Proxy, req: IncomingMessage, res: ServerResponse): Tenant | null {
+  const key = bearerToken(req.headers.authorization);
+  const tenant = key === null ? p.config.anonymousTenant : p.keys.tenantOf(key);
+  if (tenant) return tenant;
+  p.metrics.authFailures.inc({ plane: 'data' });
+  sendError(res, { status: 401, message: key === null ? 'Missing API key (Authorization: Bearer …).' : 'Incorrect API key provided.', type: 'invalid_request_error', code: 'invalid_api_key' }, { 'www-authenticate': 'Bearer' }, true);
+  return null;
+}
+
+function requestId(h: string | string[] | undefined): string {
+  return typeof h === 'string' && /^[\w.:-]{1,128}$/.test(h) ? h : randomUUID();
+}
+
+function sessionKey(req: IncomingMessage): string | undefined {
+  const h = req.headers['x-dystro-session'];
+  return typeof h === 'string' && h.length > 0 && h.length <= 256 ? h : undefined;
+}
+
+/** The client's bytes, unless the tenant's cache_salt has to be set (or a client's own one replaced). */
+function upstreamBody(p: Proxy, r: ParsedRequest, raw: Buffer, tenant: Tenant): Buffer {
+  const has = Object.prototype.hasOwnProperty.call(r.body, 'cache_salt');
+  if (!p.config.cacheSaltInBody && !has) return raw;
+  const body = { ...r.body };
+  if (p.config.cacheSaltInBody) body.cache_salt = tenant.salt;
+  else delete body.cache_salt;
+  return Buffer.from(JSON.stringify(body));
+}
+
+/** Routes, waits out a queue decision, and answers a shed; returns the routed decision or null. */
+async function decide(ctx: Ctx, decision: Decision): Promise<RoutedDecision | null> {
+  let d: Decision = decision;
+  if (d.kind === 'queue') d = await d.ready;
+  if (d.kind === 'route') {
+    if (ctx.clientGone) {
+      d.ticket.onCancel();
+      return null;
+    }
+    return d;
+  }
+  answerShed(ctx, d);
+  return null;
+}
+
+function answerShed(ctx: Ctx, d: ShedDecision): void {
+  const retryAfterS = Math.max(1, Math.ceil(d.retryAfterMs / 1000));
+  ctx.status = 503;
+  sendError(ctx.res, { status: 503, message: `No replica can serve this request now (${d.reason}); retry after ${retryAfterS} s.`, type: 'service_unavailable', code: d.reason }, { 'retry-after': String(retryAfterS), 'x-request-id': ctx.id });
+}
+
+async function serve(ctx: Ctx): Promise<void> {
+  const p = ctx.proxy;
+  let first: Decision;
+  try {
+    first = p.router.route(ctx.routeReq);
+  } catch (err) {
+    if (!(err instanceof DystroError)) throw err;
+    ctx.status = 400;
+    const tooLong = err.code === 'DYSTRO_ERR_PROMPT_TOO_LARGE';
+    return sendError(ctx.res, { status: 400, message: tooLong ? 'The prompt is longer than this service accepts.' : err.message, type: 'invalid_request_error', code: tooLong ? 'context_length_exceeded' : null }, { 'x-request-id': ctx.id });
+  }
+  let d = await decide(ctx, first);
+  const tried = new Set<string>();
+  let holdsRetry = false;
+  try {
+    while (d !== null) {
+      tried.add(d.replica.id);
+      ctx.attempts++;
+      ctx.replica = d.replica.id;
+      ctx.cachedTokens = d.cachedTokens;
+      const failed = await attempt(ctx, d);
+      if (failed === null) return;
+      // Nothing has reached the client: retry elsewhere, or answer with what the engine said.
+      const why = !failed.retryable ? null : ctx.clientGone ? 'client_gone' : ctx.attempts > p.config.retry.maxRetries ? 'max_retries' : ctx.upstreamBody.length > p.config.retry.maxBodyBytes ? 'body_too_large' : !holdsRetry && !p.budget.tryRetry() ? 'budget' : 'retried';
+      if (why !== 'retried') {
+        if (why !== null) p.metrics.retries.inc({ outcome: why });
+        return await answerFailure(ctx, failed);
+      }
+      holdsRetry = true;
+      const next = routeExcluding(p, ctx.routeReq, tried);
+      if (next.kind === 'shed' || (next.kind === 'route' && tried.has(next.replica.id))) {
+        if (next.kind === 'route') next.ticket.onCancel();
+        p.metrics.retries.inc({ outcome: 'no_replica' });
+        return await answerFailure(ctx, failed);
+      }
+      p.metrics.retries.inc({ outcome: 'retried' });
+      await failed.response?.body.dump().catch(() => {});
+      d = await decide(ctx, next);
+    }
+  } finally {
+    if (holdsRetry) p.budget.retryFinished();
+  }
+}
+
+/**
+ * A decision that avoids the replicas this request already failed on. Usually the policy picks
+ * another one by itself (the failure ended the ticket with an error); when it picks a failed one again
+ * (a deterministic policy, a prefix held only there), those replicas are marked unhealthy for the
+ * length of this one synchronous route() call, so no other decision can see it. A router hook
+ * (route(req, { exclude })) would make this cheaper; see the proxy's notes.
+ */
+function routeExcluding(p: Proxy, req: RouteRequest, tried: Set<string>): Decision {
+  const d = p.router.route(req);
+  if (d.kind !== 'route' || !tried.has(d.replica.id)) return d;
+  d.ticket.onCancel();
+  const restore: string[] = [];
+  for (const id of tried) {
+    const r = p.router.fleet.snapshot().byId.get(id);
+    if (r && r.health === 'healthy') {
+      p.router.setHealth(id, 'unhealthy');
+      restore.push(id);
+    }
+  }
+  try {
+    return p.router.route(req);
+  } finally {
+    for (const id of restore) if (p.router.fleet.snapshot().byId.has(id)) p.router.setHealth(id, 'healthy');
+  }
+}
+
+function classify(err: unknown): Failure {
+  const code = (err as { code?: string } | null)?.code ?? '';
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
+  if (['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EDYSTROREFUSED', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'].includes(code)) return 'connect';
+  return 'reset';
+}
+
+function upstreamHeaders(ctx: Ctx, e: EngineState): Record<string, string> {
+  const h: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: ctx.parsed.stream ? 'text/event-stream' : 'application/json',
+    'x-request-id': ctx.id,
+    [ctx.proxy.config.tenantHeader]: ctx.tenant.salt,
+  };
+  if (e.spec.apiKey) h.authorization = `Bearer ${e.spec.apiKey}`;
+  return h;
+}
+
+/** Headers of the response to the client: the engine's content type and, when configured, the decision. */
+function clientHeaders(ctx: Ctx, upstream: Dispatcher.ResponseData, extra: Record<string, string> = {}): Record<string, string> {
+  const h: Record<string, string> = { 'x-request-id': ctx.id, ...extra };
+  const ct = upstream.headers['content-type'];
+  if (typeof ct === 'string') h['content-type'] = ct;
+  const ra = upstream.headers['retry-after'];
+  if (typeof ra === 'string') h['retry-after'] = ra;
+  if (ctx.proxy.config.exposeDecision) {
+    h['x-dystro-replica'] = ctx.replica;
+    h['x-dystro-cached-tokens'] = String(ctx.cachedTokens);
+    h['x-dystro-attempts'] = String(ctx.attempts);
+  }
+  return h;
+}
+
+/**
+ * One engine attempt. Returns null when the request is finished (served, relayed, or the client went
+ * away), or what happened when nothing was sent to the client.
+ */
+async function attempt(ctx: Ctx, d: RoutedDecision): Promise<NotServed | null> {
+  const p = ctx.proxy;
+  const id = d.replica.id;
+  const ticket = d.ticket;
+  const e = p.engine(id);
+  const count = (outcome: string) => p.metrics.attempts.inc({ replica: id, outcome });
+  if (!e) {
+    // Removed between the decision and now.
+    ticket.onCancel();
+    return { retryable: true, error: { status: 503, message: 'The chosen engine left the fleet.', type: 'service_unavailable' } };
+  }
+  const ac = new AbortController();
+  ctx.abort = ac;
+  const t0 = p.clock.nowMs();
+  ticket.onStart();
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await e.pool.request({ path: `${e.basePath}${ctx.path}`, method: 'POST', headers: upstreamHeaders(ctx, e), body: ctx.upstreamBody, signal: ac.signal });
+  } catch (err) {
+    if (ctx.clientGone) return cancelled(ctx, d, count);
+    const kind = classify(err);
+    ticket.onError(kind === 'reset' ? 'engine' : kind);
+    p.outliers.failure(id);
+    count(kind);
+    if (kind === 'timeout') return { retryable: false, error: { status: 504, message: 'The engine did not answer in time.', type: 'timeout' } };
+    if (kind === 'connect') return { retryable: true, error: { status: 503, message: 'No engine could be reached.', type: 'service_unavailable' } };
+    return { retryable: true, error: { status: 502, message: 'The engine closed the connection.', type: 'upstream_error' } };
+  }
+  const status = res.statusCode;
+  if (status >= 200 && status < 300) {
+    const ct = String(res.headers['content-type'] ?? '');
+    return ct.includes('text/event-stream') ? relayStream(ctx, d, res, count) : relayWhole(ctx, d, res, count);
+  }
+  if (status === 429) {
+    ticket.onError('http');
+    p.outliers.tooManyRequests(id, p.clock.nowMs() - t0);
+    count('http_429');
+    return { retryable: true, response: res };
+  }
+  if (status >= 500) {
+    ticket.onError('http');
+    p.outliers.failure(id);
+    count('http_5xx');
+    return { retryable: status === 502 || status === 503 || status === 504, response: res };
+  }
+  // Another 4xx: the request's fault, not the engine's (neutral for ejection).
+  ticket.onEnd();
+  count('http_4xx');
+  return { retryable: false, response: res };
+}
+
+function cancelled(ctx: Ctx, d: RoutedDecision, count: (o: string) => void): null {
+  d.ticket.onCancel();
+  count('cancelled');
+  return null;
+}
+
+/** SSE: waits for the first chunk (still retryable before it), then relays chunk by chunk. */
+async function relayStream(ctx: Ctx, d: RoutedDecision, res: Dispatcher.ResponseData, count: (o: string) => void): Promise<NotServed | null> {
+  const p = ctx.proxy;
+  const id = d.replica.id;
+  const it = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  let next: IteratorResult<Buffer>;
+  try {
+    next = await it.next();
+  } catch {
+    if (ctx.clientGone) return cancelled(ctx, d, count);
+    // The engine failed before its first byte: nothing reached the client, so this is still retryable.
+    d.ticket.onError('engine');
+    p.outliers.failure(id);
+    count('reset');
+    return { retryable: true, error: { status: 502, message: 'The engine closed the connection.', type: 'upstream_error' } };
+  }
+  const out = ctx.res;
+  if (ctx.clientGone) {
+    res.body.destroy();
+    return cancelled(ctx, d, count);
+  }
+  ctx.status = res.statusCode;
+  out.writeHead(res.statusCode, clientHeaders(ctx, res, { 'cache-control': 'no-cache' }));
+  if (next.done) {
+    // An empty stream: nothing to call a first token.
+    d.ticket.onEnd();
+    p.outliers.success(id);
+    count('ok');
+    out.end();
+    return null;
+  }
+  d.ticket.onFirstToken();
+  try {
+    while (!next.done) {
+      const wait = writeChunk(out, next.value);
+      if (wait) await wait;
+      if (ctx.clientGone) break;
+      next = await it.next();
+    }
+  } catch {
+    if (ctx.clientGone) return cancelled(ctx, d, count);
+    // After the first byte: no retry. The client gets an SSE error event and the end of the stream.
+    d.ticket.onError('engine');
+    p.outliers.failure(id);
+    count('midstream');
+    p.log.warn('engine-failed-midstream', { id: ctx.id, replica: id });
+    const event = { error: { message: 'The engine failed while streaming the response.', type: 'upstream_error', param: null, code: 'engine_failed' } };
+    out.end(`data: ${JSON.stringify(event)}\n\n`);
+    return null;
+  }
+  if (ctx.clientGone) {
+    res.body.destroy();
+    return cancelled(ctx, d, count);
+  }
+  d.ticket.onEnd();
+  p.outliers.success(id);
+  count('ok');
+  out.end();
+  return null;
+}
+
+/** A non-streamed 2xx: read whole (bounded), then sent with its length. */
+async function relayWhole(ctx: Ctx, d: RoutedDecision, res: Dispatcher.ResponseData, count: (o: string) => void): Promise<NotServed | null> {
+  const p = ctx.proxy;
+  const id = d.replica.id;
+  const max = p.config.limits.maxResponseBytes;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const c of res.body as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > max) {
+        res.body.destroy();
+        d.ticket.onError('engine');
+        count('too_large');
+        return { retryable: false, error: { status: 502, message: 'The engine response is larger than this proxy relays.', type: 'upstream_error' } };
+      }
+      chunks.push(c);
+    }
+  } catch {
+    if (ctx.clientGone) return cancelled(ctx, d, count);
+    d.ticket.onError('engine');
+    p.outliers.failure(id);
+    count('reset');
+    // Nothing reached the client yet: retryable like a failure before the response.
+    return { retryable: true, error: { status: 502, message: 'The engine failed while sending the response.', type: 'upstream_error' } };
+  }
+  if (ctx.clientGone) return cancelled(ctx, d, count);
+  d.ticket.onEnd();
+  p.outliers.success(id);
+  count('ok');
+  ctx.status = res.statusCode;
+  const body = Buffer.concat(chunks, size);
+  ctx.res.writeHead(res.statusCode, { ...clientHeaders(ctx, res), 'content-length': String(body.length) });
+  ctx.res.end(body);
+  return null;
+}
+
+/** No retry follows: relays the engine's error response, or answers the failure. */
+async function answerFailure(ctx: Ctx, failed: NotServed): Promise<void> {
+  if (ctx.clientGone) {
+    await failed.response?.body.dump().catch(() => {});
+    return;
+  }
+  if (failed.response) {
+    const res = failed.response;
+    let body: Buffer;
+    try {
+      body = Buffer.from(await res.body.arrayBuffer());
+    } catch {
+      body = Buffer.from(JSON.stringify({ error: { message: `The engine answered ${res.statusCode}.`, type: 'upstream_error', param: null, code: null } }));
+    }
+    ctx.status = res.statusCode;
+    ctx.res.writeHead(res.statusCode, { ...clientHeaders(ctx, res), 'content-length': String(body.length) });
+    ctx.res.end(body);
+    return;
+  }
+  const e = failed.error ?? { status: 502, message: 'The engine failed.', type: 'upstream_error' };
+  ctx.status = e.status;
+  // "Nothing could serve it": the client may come back shortly (a 503 always says when).
+  sendError(ctx.res, e, e.status === 503 ? { 'retry-after': '1', 'x-request-id': ctx.id } : { 'x-request-id': ctx.id });
+}
