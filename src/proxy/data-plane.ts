@@ -295,18 +295,24 @@ function upstreamHeaders(ctx: Ctx, e: EngineState): Record<string, string> {
   return h;
 }
 
-/** Headers of the response to the client: the engine's content type and, when configured, the decision. */
-function clientHeaders(ctx: Ctx, upstream: Dispatcher.ResponseData, extra: Record<string, string> = {}): Record<string, string> {
-  const h: Record<string, string> = { 'x-request-id': ctx.id, ...extra };
-  const ct = upstream.headers['content-type'];
-  if (typeof ct === 'string') h['content-type'] = ct;
-  const ra = upstream.headers['retry-after'];
-  if (typeof ra === 'string') h['retry-after'] = ra;
-  if (ctx.proxy.config.exposeDecision) {
+/** The request id and, when configured, the decision (replica, expected cached tokens, attempts). */
+function decisionHeaders(ctx: Ctx): Record<string, string> {
+  const h: Record<string, string> = { 'x-request-id': ctx.id };
+  if (ctx.proxy.config.exposeDecision && ctx.attempts > 0) {
     h['x-dystro-replica'] = ctx.replica;
     h['x-dystro-cached-tokens'] = String(ctx.cachedTokens);
     h['x-dystro-attempts'] = String(ctx.attempts);
   }
+  return h;
+}
+
+/** Headers of a relayed engine response: the engine's content type and Retry-After, and decisionHeaders. */
+function clientHeaders(ctx: Ctx, upstream: Dispatcher.ResponseData, extra: Record<string, string> = {}): Record<string, string> {
+  const h: Record<string, string> = { ...decisionHeaders(ctx), ...extra };
+  const ct = upstream.headers['content-type'];
+  if (typeof ct === 'string') h['content-type'] = ct;
+  const ra = upstream.headers['retry-after'];
+  if (typeof ra === 'string') h['retry-after'] = ra;
   return h;
 }
 
@@ -491,5 +497,5 @@ async function answerFailure(ctx: Ctx, failed: NotServed): Promise<void> {
   const e = failed.error ?? { status: 502, message: 'The engine failed.', type: 'upstream_error' };
   ctx.status = e.status;
   // "Nothing could serve it": the client may come back shortly (a 503 always says when).
-  sendError(ctx.res, e, e.status === 503 ? { 'retry-after': '1', 'x-request-id': ctx.id } : { 'x-request-id': ctx.id });
+  sendError(ctx.res, e, e.status === 503 ? { ...decisionHeaders(ctx), 'retry-after': '1' } : decisionHeaders(ctx));
 }

@@ -48,6 +48,15 @@ export const OUTLIER_DEFAULTS: Required<OutlierOptions> = {
   fast429Ms: 250,
 };
 
+export interface OutlierListeners {
+  /** A replica's effective ejection changed (ejected and its model not in panic): apply it. */
+  onChange(id: string, ejected: boolean): void;
+  /** A replica was ejected for durationMs (whether or not panic lets it apply). */
+  onEject?(id: string, durationMs: number): void;
+  /** A model entered or left panic. */
+  onPanic?(group: string, panic: boolean): void;
+}
+
 interface Member {
   id: string;
   group: string;
@@ -69,9 +78,7 @@ export class OutlierDetector {
   constructor(
     options: OutlierOptions,
     private readonly clock: Clock,
-    /** Called when a replica's effective ejection changes (ejected and its model not in panic). */
-    private readonly onChange: (id: string, ejected: boolean) => void,
-    private readonly onEject: (id: string, durationMs: number) => void = () => {},
+    private readonly listeners: OutlierListeners,
   ) {
     this.options = { ...OUTLIER_DEFAULTS, ...options };
   }
@@ -115,7 +122,7 @@ export class OutlierDetector {
     const durationMs = Math.min(this.options.maxEjectionMs, this.options.baseEjectionMs * m.ejections);
     m.ejectedUntilMs = now + durationMs;
     m.failures = 0;
-    this.onEject(id, durationMs);
+    this.listeners.onEject?.(id, durationMs);
     this.refresh(m.group);
     return true;
   }
@@ -154,10 +161,6 @@ export class OutlierDetector {
     return this.panicking.has(group);
   }
 
-  groups(): string[] {
-    return [...new Set([...this.members.values()].map((m) => m.group))];
-  }
-
   private cap(group: string): number {
     let n = 0;
     for (const m of this.members.values()) if (m.group === group) n++;
@@ -181,14 +184,17 @@ export class OutlierDetector {
       if (m.ejectedUntilMs > now) ejected++;
     }
     const panic = serving > 0 && ((serving - ejected) * 100) / serving < this.options.panicThresholdPercent;
-    if (panic) this.panicking.add(group);
-    else this.panicking.delete(group);
+    if (panic !== this.panicking.has(group)) {
+      if (panic) this.panicking.add(group);
+      else this.panicking.delete(group);
+      this.listeners.onPanic?.(group, panic);
+    }
     for (const m of this.members.values()) {
       if (m.group !== group) continue;
       const eff = !panic && m.ejectedUntilMs > now;
       if (eff !== m.effective) {
         m.effective = eff;
-        this.onChange(m.id, eff);
+        this.listeners.onChange(m.id, eff);
       }
     }
   }

@@ -128,15 +128,17 @@ export class Proxy {
     });
     for (const t of config.tenants.values()) if (t.quota) this.router.admission.setQuota(t.salt, t.quota);
     this.budget = new RetryBudget({ ratio: config.retry.budgetRatio, minConcurrency: config.retry.minConcurrency });
-    this.outliers = new OutlierDetector(
-      config.outlier,
-      this.clock,
-      (id, ejected) => this.applyEjection(id, ejected),
-      (id, durationMs) => {
+    this.outliers = new OutlierDetector(config.outlier, this.clock, {
+      onChange: (id, ejected) => this.applyEjection(id, ejected),
+      onEject: (id, durationMs) => {
         this.metrics.ejections.inc({ replica: id });
         this.log.warn('ejected', { replica: id, durationMs });
       },
-    );
+      onPanic: (model, panic) => {
+        this.metrics.panic.set({ model }, panic ? 1 : 0);
+        this.log.warn(panic ? 'panic' : 'panic-over', { model });
+      },
+    });
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -327,7 +329,6 @@ export class Proxy {
     if (!this.router.fleet.snapshot().byId.has(id)) return;
     this.router.setHealth(id, ejected ? 'unhealthy' : 'healthy');
     this.metrics.ejected.set({ replica: id }, ejected ? 1 : 0);
-    for (const g of this.outliers.groups()) this.metrics.panic.set({ model: g }, this.outliers.panic(g) ? 1 : 0);
     this.log.info(ejected ? 'ejection-applied' : 'ejection-lifted', { replica: id });
   }
 
