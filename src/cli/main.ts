@@ -48,6 +48,7 @@ export function main(argv: string[]): number | Promise<number> {
     return 0;
   }
   if (command === 'engine') return import('./engine.js').then((m) => m.runEngine(rest));
+  if (command === 'proxy') return import('../proxy/cli.js').then((m) => m.runProxy(rest));
   if (command === 'hash') {
     const { values, positionals } = parseArgs({
       args: rest,
