@@ -300,6 +300,62 @@ test('/metrics has the router, ingest and proxy metrics; engine load is scraped 
   }
 });
 
+for (const mode of ['thread', 'pool'] as const) {
+  test(`KV events (${mode} ingest): a prefix the engine cached without the router's help gets precise credit`, async () => {
+    const engines = await startEngines(2);
+    // Both engines' cached blocks belong to tenant A's salt; e1 publishes its events to the router.
+    const config = baseConfig(engines, { ingest: { mode } });
+    config.engines = config.engines!.map((e) => ({ ...e, kvEvents: { ...e.kvEvents!, tenant: SALT_A } }));
+    const proxy = await start(config);
+    try {
+      const prompt = text(150, 77);
+      const tokens = proxy.tokenizer.encode(prompt).length;
+      // Straight to e1, bypassing the proxy: the router made no decision, so no speculative entry.
+      const direct = await request(`${engines[1].url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dystro-tenant': SALT_A }, body: JSON.stringify({ model: MODEL, prompt, max_tokens: 2 }) });
+      assert.is(direct.statusCode, 200);
+      await direct.body.dump();
+      await until('the BlockStored batch to reach the index', async () => proxy.router.index.stats().entries > 0, 10_000);
+      const { response, data } = await openai(proxy).completions.create({ model: MODEL, prompt, max_tokens: 2 }).withResponse();
+      assert.is(response.headers.get('x-dystro-replica'), 'e1', 'routed to the engine holding the prefix');
+      assert.is(Number(response.headers.get('x-dystro-cached-tokens')), Math.floor(tokens / 16) * 16);
+      assert.ok((data.usage?.prompt_tokens_details?.cached_tokens ?? 0) > 0, 'and the engine did hit its cache');
+      const replicas = (await control(proxy, 'GET', '/replicas')).json.replicas as { id: string; kvEvents: { state: string } }[];
+      assert.is(replicas.find((r) => r.id === 'e1')!.kvEvents.state, 'synced');
+      await assertIdle(proxy);
+    } finally {
+      await proxy.close();
+      await Promise.all(engines.map((e) => e.close()));
+    }
+  });
+}
+
+test("SLO classes come from the tenant: an unmeetable class is shed at once, a queued request times out into a 503", async () => {
+  const engines = await startEngines(1);
+  const config = baseConfig(engines, {
+    router: { seed: 7, sloClasses: [{ name: 'normal', ttftMs: 60_000 }, { name: 'instant', ttftMs: 0.001 }, { name: 'patient', ttftMs: 0.001, queueLimit: 4, queueTimeoutMs: 150 }] },
+    tenants: { a: { salt: SALT_A, sloClass: 'instant' }, b: { salt: SALT_B, sloClass: 'patient' } },
+  });
+  const proxy = await start(config);
+  try {
+    const body = JSON.stringify({ model: MODEL, prompt: text(40), max_tokens: 2 });
+    const a = await post(proxy, '/v1/completions', body);
+    assert.is(a.status, 503);
+    assert.is(a.json.error.code, 'slo-unmeetable');
+    assert.ok(Number(a.headers['retry-after']) >= 1);
+    const t0 = performance.now();
+    const b = await post(proxy, '/v1/completions', body, { authorization: `Bearer ${KEY_B}` });
+    const waited = performance.now() - t0;
+    assert.is(b.status, 503);
+    assert.is(b.json.error.code, 'queue-timeout');
+    assert.ok(waited >= 100, `queued for ${waited.toFixed(0)} ms before the timeout`);
+    assert.is(await metricSum(proxy, 'dystro_proxy_upstream_attempts_total'), 0);
+    await assertIdle(proxy);
+  } finally {
+    await proxy.close();
+    await Promise.all(engines.map((e) => e.close()));
+  }
+});
+
 test('logs carry request ids and replicas, never prompts, keys, salts or tokens', async () => {
   const logger = captureLogger();
   const { proxy, close } = await setup(1, {}, {}, logger);
