@@ -123,8 +123,12 @@ export interface Versus {
     placementsMoved: Spread;
     /** The replica whose busy time grows most, as a share of an average replica's busy time under the baseline (worst seed). */
     worstReplica: { id: string; pool: string; busyIncrease: number; requestsIncrease: number; seed: number };
-    /** Highest busy share of any replica in any timeline bucket (first seed). */
-    peakBusy: { candidate: number; baseline: number };
+    /**
+     * Highest load of any replica in any timeline bucket, as the mean requests running or waiting in its
+     * engine over the bucket (first seed). (Busy share saturates: under load every engine steps all the
+     * time, so queue depth is what shows a replica being piled on.)
+     */
+    peakLoad: { candidate: number; baseline: number };
   };
   /** Goodput under each failure scenario, candidate ÷ baseline (first seed). */
   scenarios: { scenario: ScenarioName; candidateGoodputRps: number; baselineGoodputRps: number; ratio: number }[];
@@ -162,7 +166,8 @@ export interface CompareCharts {
   /** TTFT quantile curves, first seed. */
   ttft: { policy: string; percentiles: number[]; ms: number[] }[];
   /** Busy share per replica over time, first seed. */
-  replicaBusy: { policy: string; bucketMs: number; replicas: string[]; pools: string[]; busy: number[][] }[];
+  /** Per replica over time, first seed: busy share and mean requests running or waiting. */
+  replicaLoad: { policy: string; bucketMs: number; replicas: string[]; pools: string[]; busy: number[][]; outstanding: number[][] }[];
   /** Token hit rate per timeline bucket, first seed. */
   hitRate: { policy: string; bucketMs: number; values: number[]; arrivals: number[] }[];
   ceilings: { globalLru: number; infinite: number } | null;
@@ -415,9 +420,9 @@ function placementsMoved(a: readonly number[] | undefined, b: readonly number[] 
   return a.length ? moved / a.length : 0;
 }
 
-function peakBusy(r: SimResult): number {
+function peakLoad(r: SimResult): number {
   let peak = 0;
-  for (const row of r.timeline.replicas?.busy ?? []) for (const v of row) if (v > peak) peak = v;
+  for (const row of r.timeline.replicas?.outstanding ?? []) for (const v of row) if (v > peak) peak = v;
   return peak;
 }
 
@@ -554,7 +559,7 @@ export async function compare(o: CompareOptions): Promise<CompareResult> {
       const blast = {
         placementsMoved: spread(seeds.map((_, s) => placementsMoved(cand[s].placements, baseRuns[s].placements))),
         worstReplica: worst,
-        peakBusy: { candidate: peakBusy(cand[0]), baseline: peakBusy(baseRuns[0]) },
+        peakLoad: { candidate: peakLoad(cand[0]), baseline: peakLoad(baseRuns[0]) },
       };
       const sc = scenarios.map((s, k) => {
         const c = results[scenarioIdx[k][0]].goodputRps;
@@ -586,12 +591,13 @@ export async function compare(o: CompareOptions): Promise<CompareResult> {
     }
     const charts: CompareCharts = {
       ttft: mainRuns.map((runs, i) => ({ policy: labels[i], percentiles: runs[0].ttftCurve?.percentiles ?? [], ms: runs[0].ttftCurve?.ms ?? [] })),
-      replicaBusy: mainRuns.map((runs, i) => ({
+      replicaLoad: mainRuns.map((runs, i) => ({
         policy: labels[i],
         bucketMs: runs[0].timeline.bucketMs,
         replicas: runs[0].perReplica.map((r) => r.id),
         pools: runs[0].perReplica.map((r) => r.pool),
         busy: runs[0].timeline.replicas?.busy ?? [],
+        outstanding: runs[0].timeline.replicas?.outstanding ?? [],
       })),
       hitRate: mainRuns.map((runs, i) => ({ policy: labels[i], bucketMs: runs[0].timeline.bucketMs, values: runs[0].timeline.buckets.map((b) => b.hitRate), arrivals: runs[0].timeline.buckets.map((b) => b.arrivals) })),
       ceilings: ceilingsBySeed[0] ? { globalLru: ceilingsBySeed[0].globalLru, infinite: ceilingsBySeed[0].infinite } : null,
@@ -717,10 +723,10 @@ export function renderCompare(r: CompareResult, format: 'text' | 'markdown' = 't
     signedPct(v.gain.hitRateDelta.mean).replace('%', ' pt'),
     pct(v.blast.placementsMoved.mean, 0),
     `${v.blast.worstReplica.id} ${signedPct(v.blast.worstReplica.busyIncrease, 0)}`,
-    `${pct(v.blast.peakBusy.candidate, 0)} / ${pct(v.blast.peakBusy.baseline, 0)}`,
+    `${num(v.blast.peakLoad.candidate, 1)} / ${num(v.blast.peakLoad.baseline, 1)}`,
     `${v.verdict.decision.toUpperCase()} (${v.verdict.gain}, risk ${v.verdict.risk})`,
   ]);
-  out.push(table(['baseline', 'goodput gain', 'TTFT p90 ×', 'hit rate', 'placements moved', 'worst replica (busy)', 'peak busy cand / base', 'verdict'], vr));
+  out.push(table(['baseline', 'goodput gain', 'TTFT p90 ×', 'hit rate', 'placements moved', 'worst replica (busy)', 'peak queue cand / base', 'verdict'], vr));
 
   if (r.scenarios.length > 0) {
     h(`Failure scenarios (seed ${w.seeds[0]}): goodput req/s (× the same policy without the failure), failed requests`);

@@ -199,8 +199,8 @@ export function compareHtml(r: CompareResult): string {
   b.push('<h2>Gain and blast radius against each baseline</h2>');
   b.push(
     htmlTable(
-      ['baseline', 'goodput gain', 'TTFT p90 ratio', 'placements moved', 'worst replica, busy', 'peak busy cand / base', 'verdict'],
-      r.versus.map((v) => [v.baseline, spreadPct(v.gain.goodput), range(v.gain.ttftP90Ratio, (x) => times(x)), pct(v.blast.placementsMoved.mean, 0), `${v.blast.worstReplica.id} ${signedPct(v.blast.worstReplica.busyIncrease, 0)}`, `${pct(v.blast.peakBusy.candidate, 0)} / ${pct(v.blast.peakBusy.baseline, 0)}`, `${v.verdict.decision} (${v.verdict.gain}, risk ${v.verdict.risk})`]),
+      ['baseline', 'goodput gain', 'TTFT p90 ratio', 'placements moved', 'worst replica, busy', 'peak requests on a replica, cand / base', 'verdict'],
+      r.versus.map((v) => [v.baseline, spreadPct(v.gain.goodput), range(v.gain.ttftP90Ratio, (x) => times(x)), pct(v.blast.placementsMoved.mean, 0), `${v.blast.worstReplica.id} ${signedPct(v.blast.worstReplica.busyIncrease, 0)}`, `${num(v.blast.peakLoad.candidate, 1)} / ${num(v.blast.peakLoad.baseline, 1)}`, `${v.verdict.decision} (${v.verdict.gain}, risk ${v.verdict.risk})`]),
     ),
   );
   b.push(`<ul class="note">${r.versus.map((v) => `<li>${escapeHtml(v.baseline)}: ${escapeHtml(v.verdict.reasons.join('; '))}</li>`).join('')}</ul>`);
@@ -237,12 +237,15 @@ export function compareHtml(r: CompareResult): string {
     b.push(lineChart({ id: 'capacity', title: 'SLO attainment against load', xLabel: 'load (× the workload’s own rate)', yLabel: 'requests within both SLOs', yMin: 0, yMax: 1, series: cap.curves.map((cv) => ({ name: cv.policy, color: color.get(cv.policy)!, points: cap.loads.map((l, k) => [l, cv.attainment[k]] as const) })), xFormat: (x) => `×${x}`, yFormat: (y) => pct(y, 0), hlines: [{ y: cap.target, label: `target ${pct(cap.target, 0)}`, color: '#999' }] }));
   }
   b.push('</div>');
-  b.push(`<h2>Per-replica load over time (busy share of each engine, seed ${w.seeds[0]})</h2><div class="charts">`);
-  for (const rb of r.charts.replicaBusy) {
-    const pools = [...new Set(rb.pools)];
+  b.push(`<h2>Per-replica load over time (requests running or waiting in each engine, mean per ${(r.charts.replicaLoad[0]?.bucketMs ?? 0) / 1000} s; seed ${w.seeds[0]}; same scale in every chart)</h2><div class="charts">`);
+  // One scale for every policy, so a replica being piled on stands out against the others.
+  let yMax = 1;
+  for (const rl of r.charts.replicaLoad) for (const row of rl.outstanding) for (const v of row) if (v > yMax) yMax = v;
+  for (const rl of r.charts.replicaLoad) {
+    const pools = [...new Set(rl.pools)];
     const poolColor = new Map(pools.map((p, i) => [p, PALETTE[(i + 2) % PALETTE.length]]));
-    const series = rb.replicas.map((id, j) => ({ name: id, color: poolColor.get(rb.pools[j])!, width: 1.2, opacity: 0.75, points: rb.busy.map((row, k) => [((k + 0.5) * rb.bucketMs) / 1000, row[j] ?? 0] as const) }));
-    b.push(lineChart({ id: `replica-load-${rb.policy.replace(/[^a-z0-9-]/gi, '_')}`, title: rb.policy, xLabel: 'simulated time', yLabel: 'busy share', yMin: 0, yMax: 1, width: 420, height: 260, series, xFormat: seconds, yFormat: (y) => pct(y, 0), legend: pools.map((p) => ({ name: `pool ${p}`, color: poolColor.get(p)! })) }));
+    const series = rl.replicas.map((id, j) => ({ name: id, color: poolColor.get(rl.pools[j])!, width: 1.2, opacity: 0.75, points: rl.outstanding.map((row, k) => [((k + 0.5) * rl.bucketMs) / 1000, row[j] ?? 0] as const) }));
+    b.push(lineChart({ id: `replica-load-${rl.policy.replace(/[^a-z0-9-]/gi, '_')}`, title: rl.policy, xLabel: 'simulated time', yLabel: 'requests in the engine', yMin: 0, yMax, width: 420, height: 260, series, xFormat: seconds, yFormat: (y) => num(y, 0), legend: pools.map((p) => ({ name: `pool ${p}`, color: poolColor.get(p)! })) }));
   }
   b.push('</div>');
   b.push('<p class="note">Simulated with dystro’s discrete-event simulator (roofline engine model, real router code path). State-of-the-art simulators are within about 7% end to end and 18–29% on TTFT of real engines; treat small differences accordingly.</p>');

@@ -60,7 +60,9 @@ test('a small compare: every section present, a verdict, figures within their ra
   // Chart data: a TTFT curve, per-replica busy rows and a hit-rate series per policy.
   assert.is(r.charts.ttft.length, 3);
   assert.ok(r.charts.ttft.every((t) => t.ms.length === t.percentiles.length && t.ms.length > 10));
-  assert.ok(r.charts.replicaBusy.every((b) => b.busy.length > 0 && b.busy.every((row) => row.length === 4 && row.every((x) => x >= 0 && x <= 1))));
+  assert.ok(r.charts.replicaLoad.every((b) => b.busy.length > 0 && b.busy.every((row) => row.length === 4 && row.every((x) => x >= 0 && x <= 1))));
+  assert.ok(r.charts.replicaLoad.every((b) => b.outstanding.length === b.busy.length && b.outstanding.every((row) => row.length === 4 && row.every((x) => x >= 0))));
+  assert.ok(r.versus.every((v) => v.blast.peakLoad.candidate > 0 && v.blast.peakLoad.baseline > 0));
   assert.ok(r.charts.hitRate.every((h) => h.values.length === h.arrivals.length));
   assert.ok(r.charts.ceilings && r.charts.ceilings.globalLru > 0);
   // 3 policies × 2 seeds, 4 scenarios × 3 policies, capacity 2 extra loads × 3 policies (×1 reuses the main run).
@@ -76,7 +78,7 @@ test('baseline = candidate: nothing moves, no gain, the verdict holds', async ()
   assert.equal(v.gain.ttftP90Ratio.values, [1, 1]);
   assert.equal(v.gain.hitRateDelta.values, [0, 0]);
   assert.is(v.blast.worstReplica.busyIncrease, 0);
-  assert.is(v.blast.peakBusy.candidate, v.blast.peakBusy.baseline);
+  assert.is(v.blast.peakLoad.candidate, v.blast.peakLoad.baseline);
   assert.ok(v.scenarios.every((s) => s.ratio === 1));
   assert.is(v.verdict.gain, 'unclear');
   assert.is(v.verdict.risk, 'low');
