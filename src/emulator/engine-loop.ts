@@ -63,6 +63,8 @@ export interface EngineLoopOptions {
   onEvents(events: KvEventSpec[]): void;
   /** Preemptions since the last call (metrics). */
   onPreemptions?(n: number): void;
+  /** A request callback threw (default: logged). The loop goes on: one bad response must not stop the engine. */
+  onError?(err: unknown): void;
 }
 
 interface Live {
@@ -228,7 +230,7 @@ export class EngineLoop {
     this.live.clear();
     this.metas.clear();
     this.admittedSeen = this.preemptionsSeen = 0;
-    for (const l of dying) l.q.onKilled();
+    for (const l of dying) this.call(() => l.q.onKilled());
   }
 
   /** Requests running and waiting, KV usage (0 … 1), cached blocks. */
@@ -298,7 +300,7 @@ export class EngineLoop {
       this.deliver(live);
       this.live.delete(live);
       this.release(live);
-      live.q.onFinish();
+      this.call(() => live.q.onFinish());
     }
     const p = this.engine.stats.preemptions;
     if (p !== this.preemptionsSeen) {
@@ -312,7 +314,7 @@ export class EngineLoop {
     if (to <= live.sent) return;
     const from = live.sent;
     live.sent = to;
-    live.q.onTokens(from, to);
+    this.call(() => live.q.onTokens(from, to));
   }
 
   private noteAdmissions(): void {
@@ -322,7 +324,17 @@ export class EngineLoop {
       const live = r.tag as Live;
       if (live.admitted || r.hitTokens < 0) continue;
       live.admitted = true;
-      live.q.onAdmitted(r.hitTokens);
+      const hit = r.hitTokens;
+      this.call(() => live.q.onAdmitted(hit));
+    }
+  }
+
+  private call(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      if (this.options.onError) this.options.onError(err);
+      else console.error('engine emulator: a request callback failed:', err);
     }
   }
 

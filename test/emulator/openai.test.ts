@@ -8,6 +8,8 @@ import * as assert from 'uvu/assert';
 import OpenAI from 'openai';
 import { startEngineEmulator, type EngineEmulator } from '../../src/emulator/index.ts';
 import { byteTokenizer, chatPromptText, gptTokenizer } from '../../src/tokenize/index.ts';
+import { engineModel } from '../../src/model/roofline.ts';
+import { rooflineStepModel } from '../../src/sim/engine.ts';
 import { metric, watchdog } from './harness.ts';
 
 watchdog('emulator/openai');
@@ -189,6 +191,29 @@ test('a client that disconnects mid-stream is aborted: the engine drains to idle
   while (emu.state().running > 0 && Date.now() - start < 2000) await new Promise((r) => setTimeout(r, 10));
   assert.is(emu.state().running, 0);
   assert.is(emu.state().waiting, 0);
+});
+
+test('pacing: wall time follows the roofline model × timeScale (Llama-3-70B on 4× A100, a 4,000-token prompt)', async () => {
+  const timeScale = 0.1;
+  const e = await startEngineEmulator({ timeScale, model: 'llama-3-70b', accelerator: 'A100', tp: 4, eventsPort: null });
+  try {
+    const prompt = Array.from({ length: 4000 }, (_, i) => 1000 + ((i * 7919) % 30_000));
+    const out = 20;
+    // Chunked prefill (2,048 tokens a step), then out − 1 decode steps, as the sim engine schedules them.
+    const m = rooflineStepModel(engineModel('llama-3-70b', 'A100', 4));
+    const none = new Float64Array(0);
+    let modelS = m.stepS(Float64Array.of(2048), Float64Array.of(0), 1, 0, 0) + m.stepS(Float64Array.of(1952), Float64Array.of(2048), 1, 0, 0);
+    for (let i = 1; i < out; i++) modelS += m.stepS(none, none, 0, 1, 4000 + i);
+    const t0 = performance.now();
+    const res = await fetch(`${e.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'llama-3-70b', prompt, max_tokens: out }) });
+    await res.text();
+    const wallMs = performance.now() - t0;
+    const wantMs = modelS * 1000 * timeScale;
+    assert.ok(wantMs > 100, `${wantMs} ms modeled × scale`);
+    assert.ok(wallMs >= wantMs - 2 && wallMs < wantMs + 150, `wall ${wallMs.toFixed(1)} ms, model × timeScale ${wantMs.toFixed(1)} ms`);
+  } finally {
+    await e.close();
+  }
 });
 
 test('the byte tokenizer: ids are UTF-8 bytes, output is letters and spaces', async () => {
