@@ -92,6 +92,9 @@ export function encodeEventBatch(ts: number, events: readonly KvEventSpec[], enc
   );
 }
 
+/** Longest wait for a replay client to take the next batch (ms). */
+const REPLAY_SEND_TIMEOUT_MS = 5_000;
+
 function be8(n: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigInt64BE(BigInt(n));
@@ -122,6 +125,8 @@ export interface KvPublisherStats {
   replays: number;
   /** Sends that failed (the socket closed under them). */
   sendErrors: number;
+  /** Replays abandoned (the client went away or stopped reading). */
+  replayErrors: number;
 }
 
 /** vLLM's ZmqEventPublisher, in-process: PUB frames, a replay ROUTER, a bounded replay buffer. */
@@ -141,7 +146,7 @@ export class KvPublisher {
   dropFraction = 0;
   /** The next this many batches are kept from PUB. */
   dropNext = 0;
-  readonly stats: KvPublisherStats = { published: 0, dropped: 0, replays: 0, sendErrors: 0 };
+  readonly stats: KvPublisherStats = { published: 0, dropped: 0, replays: 0, sendErrors: 0, replayErrors: 0 };
   private sending: Promise<void> = Promise.resolve();
   private serving: Promise<void> | null = null;
   private closed = false;
@@ -151,7 +156,10 @@ export class KvPublisher {
     this.capacity = options.bufferSteps ?? 10_000;
     this.rng = options.rng;
     this.pub = new Publisher({ linger: 0, sendHighWaterMark: options.highWaterMark ?? 100_000 });
-    this.router = options.replayEndpoint ? new Router({ linger: 0 }) : null;
+    // A ROUTER drops what exceeds a peer's high-water mark (1,000 messages) unless `mandatory`: then a
+    // send waits for the client to read, so a 10,000-batch replay arrives whole; a client that stops
+    // reading for `sendTimeout` ms loses the rest of its replay (it sees no end marker and retries).
+    this.router = options.replayEndpoint ? new Router({ linger: 0, mandatory: true, sendTimeout: REPLAY_SEND_TIMEOUT_MS }) : null;
   }
 
   async start(): Promise<void> {
@@ -242,8 +250,14 @@ export class KvPublisher {
         const [id, , start] = frames;
         const from = Number(start.readBigUInt64BE(0));
         this.stats.replays++;
-        for (const f of this.snapshotFrom(from)) await router.send([id, '', be8(f.seq), f.payload]);
-        await router.send([id, '', be8(-1), '']);
+        try {
+          for (const f of this.snapshotFrom(from)) await router.send([id, '', be8(f.seq), f.payload]);
+          await router.send([id, '', be8(-1), '']);
+        } catch {
+          // The client went away or stopped reading: its replay is abandoned, the next one is served.
+          this.stats.replayErrors++;
+          if (this.closed) return;
+        }
       }
     } catch {
       // The socket closed (shutdown or crash).

@@ -9,7 +9,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
-import { startEngineEmulator, OutputSampler, type EngineEmulator, type EngineEmulatorOptions } from '../../src/emulator/index.ts';
+import { startEngineEmulator, encodeEventBatch, KvPublisher, OutputSampler, type EngineEmulator, type EngineEmulatorOptions } from '../../src/emulator/index.ts';
+import { ZmqReplaySource } from '../../src/index/zmq-subscriber.ts';
 import { gptTokenizer } from '../../src/tokenize/index.ts';
 import { jsBackend } from '../../src/kernels/js/index.ts';
 import { PrefixIndex } from '../../src/index/prefix-index.ts';
@@ -213,6 +214,59 @@ test('evictions publish BlockRemoved (LRU): the index forgets the oldest prompt 
     await ingest.close();
     await tap.close();
     await e.close();
+  }
+});
+
+test('restart: the router’s ingest takes seq 0 as a new incarnation, wipes the replica, then indexes the new cache', async () => {
+  const e = await startEngineEmulator({ timeScale: 0.02 });
+  const { ingest, depth, count, index } = withIngest(e);
+  try {
+    await synced(e, () => ingest.replicaState(0) === 'synced');
+    const before = Uint32Array.from(randomPrompt(40));
+    await complete(e, Array.from(before), 1);
+    await until('the first prompt indexed', async () => {
+      await ingest.settled();
+      return depth(before) === 2;
+    });
+    e.restart();
+    const after = Uint32Array.from(randomPrompt(40));
+    // A restart closes idle keep-alive connections, as a dying process does: a request racing that
+    // close fails before any response byte, and a client (the proxy) retries it.
+    await complete(e, Array.from(after), 1).catch(() => complete(e, Array.from(after), 1));
+    await e.eventsFlushed();
+    await until('the new incarnation indexed, the old one forgotten', async () => {
+      await ingest.settled();
+      return depth(after) === 2 && depth(before) === 0;
+    });
+    assert.is(ingest.replicaState(0), 'synced');
+    assert.is(index.dump().length, e.state().cachedBlocks);
+    assert.ok((await count('kv_resyncs_total', { cause: 'publisher_restart' })) + (await count('kv_events_applied_total', { type: 'AllBlocksCleared' })) > 0);
+  } finally {
+    await ingest.close();
+    await e.close();
+  }
+});
+
+test('the replay buffer keeps the last 10,000 batches (vLLM’s buffer_steps)', async () => {
+  const pub = new KvPublisher({ endpoint: 'tcp://127.0.0.1:*', replayEndpoint: 'tcp://127.0.0.1:*', rng: createRng(1) });
+  await pub.start();
+  try {
+    pub.dropNext = 10_005; // buffered for replay, never sent on PUB
+    for (let i = 0; i < 10_005; i++) pub.publish(encodeEventBatch(1_700_000_000 + i, [], 'array', 0));
+    assert.is(pub.buffered, 10_000);
+    const seqs: number[] = [];
+    const source = new ZmqReplaySource({ endpoint: pub.replayEndpoint!, timeoutMs: 3000 });
+    for await (const f of source.replay(0, new AbortController().signal)) seqs.push(f.seq);
+    assert.is(seqs.length, 10_000);
+    assert.equal([seqs[0], seqs.at(-1)], [5, 10_004], 'the oldest five are gone: a replay from 0 shows the hole');
+    const tail: number[] = [];
+    for await (const f of source.replay(10_002, new AbortController().signal)) tail.push(f.seq);
+    assert.equal(tail, [10_002, 10_003, 10_004]);
+    pub.reset();
+    assert.is(pub.buffered, 0);
+    assert.is(pub.seq, 0);
+  } finally {
+    await pub.close();
   }
 });
 
