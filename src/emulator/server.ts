@@ -25,7 +25,8 @@
  *   GET  /control/state                 incarnation, next seq, faults, load
  *   POST /control/faults                {slowFactor?, failFraction?, failStatus?: 429|503, dropFraction?, dropNext?}
  *   POST /control/stall                 {ms}: no generation for ms wall milliseconds
- *   POST /control/restart               new incarnation: requests die, cache empty, seq 0, AllBlocksCleared
+ *   POST /control/restart               {downMs?}: new incarnation: requests die, cache empty, seq 0,
+ *                                       AllBlocksCleared; with downMs the port refuses connections that long
  *   POST /control/crash                 {mode?: "close"|"hang"|"exit"} (default: the crashMode option)
  *   POST /reset_prefix_cache            vLLM's endpoint: empties the prefix cache (AllBlocksCleared)
  * The same knobs are methods of EngineEmulator.
@@ -126,6 +127,8 @@ export interface EngineEmulatorOptions {
 
 export interface EmulatorState {
   incarnation: number;
+  /** A restart holds the HTTP port closed. */
+  down: boolean;
   /** Seq of the next KV event batch (null without KV events). */
   nextSeq: number | null;
   faults: FaultSettings;
@@ -215,6 +218,9 @@ export class EngineEmulator {
   /** Requests held unanswered while hung. */
   private readonly hung = new Set<ServerResponse>();
   private requestCounter = 0;
+  /** The HTTP address once listening (kept while a restart holds the port closed). */
+  private bound: AddressInfo | null = null;
+  private downTimer: ReturnType<typeof setTimeout> | null = null;
   private closing: Promise<void> | null = null;
   private resolveClosed!: () => void;
   /** Resolves when the emulator has shut down (close() or a crash in "close" mode). */
@@ -300,6 +306,7 @@ export class EngineEmulator {
         this.server.once('error', reject);
         this.server.listen(intOption(o.port ?? 0, 'port', 0, 65535), host, () => {
           this.server.off('error', reject);
+          this.bound = this.server.address() as AddressInfo;
           resolve();
         });
       });
@@ -311,12 +318,12 @@ export class EngineEmulator {
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port;
+    return this.bound!.port;
   }
 
   /** http://host:port (no trailing slash); the OpenAI base URL is this + "/v1". */
   get url(): string {
-    const a = this.server.address() as AddressInfo;
+    const a = this.bound!;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     return `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${a.port}`;
   }
@@ -357,16 +364,45 @@ export class EngineEmulator {
   /**
    * A new incarnation, as if the process restarted: requests in flight die (their connections reset),
    * the cache is empty, counters start from 0, the KV event seq starts again at 0 with an empty replay
-   * buffer, and the first batch of the new incarnation is AllBlocksCleared.
+   * buffer, and the first batch of the new incarnation is AllBlocksCleared. Idle keep-alive connections
+   * close too (a request racing that close fails before any response byte). With `downMs` > 0 the HTTP
+   * port refuses connections for that many wall ms first.
    */
-  restart(): void {
-    if (this.crashedMode || this.closing) return;
+  restart(downMs = 0): void {
+    if (typeof downMs !== 'number' || !(downMs >= 0) || downMs > 2 ** 31 - 1) fail('DYSTRO_ERR_INVALID_CONFIG', 'restart downMs', 'a number of milliseconds in [0, 2^31)', downMs);
+    if (this.crashedMode || this.closing || this.downTimer) return;
     this.incarnation++;
     this.loop.restart();
     this.metrics.reset();
     this.publisher?.reset();
-    this.publish([{ type: 'AllBlocksCleared' }]);
-    this.server.closeIdleConnections();
+    if (downMs === 0) {
+      this.publish([{ type: 'AllBlocksCleared' }]);
+      this.server.closeIdleConnections();
+      return;
+    }
+    // Down while the "process" starts again (a real one loads its weights for seconds): the port
+    // refuses connections, then the same port listens again and the new incarnation announces itself.
+    const { port, address } = this.bound!;
+    this.server.close();
+    this.server.closeAllConnections();
+    this.downTimer = setTimeout(() => {
+      this.downTimer = null;
+      if (this.closing) return;
+      const onError = (err: Error) => {
+        console.error(`engine emulator: could not listen again on ${address}:${port} after a restart: ${err.message}`);
+        void this.close();
+      };
+      this.server.once('error', onError);
+      this.server.listen(port, address, () => {
+        this.server.off('error', onError);
+        this.publish([{ type: 'AllBlocksCleared' }]);
+      });
+    }, downMs);
+  }
+
+  /** True while a restart with down time keeps the port closed. */
+  get down(): boolean {
+    return this.downTimer !== null;
   }
 
   /** Empties the prefix cache (vLLM's /reset_prefix_cache): AllBlocksCleared. */
@@ -393,6 +429,7 @@ export class EngineEmulator {
     const l = this.loop.load();
     return {
       incarnation: this.incarnation,
+      down: this.down,
       nextSeq: this.publisher ? this.publisher.seq : null,
       faults: this.faultsNow(),
       stalled: this.loop.stalled,
@@ -412,6 +449,8 @@ export class EngineEmulator {
     if (this.closing) return this.closing;
     this.closing = (async () => {
       this.loop.stop();
+      if (this.downTimer) clearTimeout(this.downTimer);
+      this.downTimer = null;
       for (const res of this.hung) res.destroy();
       this.hung.clear();
       const serverClosed = new Promise<void>((r) => this.server.close(() => r()));
@@ -542,10 +581,19 @@ export class EngineEmulator {
         this.stall(body.ms as number);
         this.json(res, 200, { stalled: true, ms: body.ms });
         return;
-      case '/control/restart':
-        this.restart();
-        this.json(res, 200, { incarnation: this.incarnation });
+      case '/control/restart': {
+        const downMs = (body.downMs as number | undefined) ?? 0;
+        if (downMs === 0) {
+          this.restart();
+          this.json(res, 200, { incarnation: this.incarnation });
+          return;
+        }
+        if (typeof downMs !== 'number' || !(downMs > 0) || downMs > 2 ** 31 - 1) throw new HttpError(400, `Expected \`downMs\` to be a number of milliseconds in [0, 2^31), got ${JSON.stringify(downMs)}`);
+        // Answer first: going down closes this connection with the rest.
+        res.on('finish', () => this.restart(downMs));
+        this.json(res, 200, { incarnation: this.incarnation + 1, downMs });
         return;
+      }
       case '/reset_prefix_cache':
         this.resetPrefixCache();
         this.json(res, 200, { reset: true });

@@ -140,6 +140,32 @@ test('restart: seq starts again at 0 with AllBlocksCleared, the cache is empty, 
   }
 });
 
+test('restart with down time: the port refuses connections, then the same port serves the new incarnation', async () => {
+  const e = await startEngineEmulator({ timeScale: 0.02, controlToken: TOKEN });
+  const tap = new FrameTap(e.eventsEndpoint!);
+  try {
+    await tapReady(e, tap);
+    const url = e.url;
+    assert.equal(await (await post(e, '/control/restart', { downMs: 300 })).json(), { incarnation: 2, downMs: 300 });
+    await until('the port to close', () => e.state().down);
+    let refused = false;
+    try {
+      await fetch(`${url}/health`);
+    } catch {
+      refused = true;
+    }
+    assert.ok(refused, 'connections are refused while down');
+    await until('the port to listen again', async () => (await fetch(`${url}/health`).then((r) => r.status, () => 0)) === 200, 3000);
+    assert.is(e.url, url);
+    assert.is(e.state().incarnation, 2);
+    await until('AllBlocksCleared at seq 0 once up', () => tap.frames.some((f) => f.seq === 0 && f.batch.events.some((x) => x.kind === 'cleared')));
+    assert.is((await complete(e, 'back again', 2)).status, 200);
+  } finally {
+    await tap.close();
+    await e.close();
+  }
+});
+
 test('dropped batches: a seq gap on PUB that the replay socket fills', async () => {
   const e = await startEngineEmulator({ timeScale: 0.02, controlToken: TOKEN });
   const tap = new FrameTap(e.eventsEndpoint!);
