@@ -692,8 +692,12 @@ export class EngineEmulator {
     });
     const chunk = (choice: Record<string, unknown>) => ({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [{ index: 0, ...choice, logprobs: null }] });
 
+    // The client may have gone while its body was read: nothing to serve (req itself is destroyed
+    // once fully read, so its socket is what tells).
+    if (res.destroyed || !res.socket || res.socket.destroyed) return;
+    res.setHeader('x-request-id', id);
     if (stream) {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': id });
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
       res.flushHeaders();
     }
     const metrics = this.metrics;
