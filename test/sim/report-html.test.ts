@@ -17,7 +17,8 @@ import { sweep } from '../../src/sim/sweep.ts';
 import { compareHtml, escapeHtml, lineChart, logTicks, niceTicks, sweepHtml } from '../../src/sim/report-html.ts';
 import type { WorkloadSpec } from '../../src/sim/workloads.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
+/** Debian's chromium; DYSTRO_CHROMIUM points elsewhere (or at a missing path, to see the skip). */
+const CHROMIUM = process.env.DYSTRO_CHROMIUM ?? '/usr/bin/chromium';
 const workload: WorkloadSpec = { kind: 'shared-prefix', groups: 12, promptsPerGroup: 4, systemPromptTokens: 3000, questionTokens: 200, outputTokens: 48, ratePerS: 20, rounds: 2, seed: 1 };
 const fleet = [
   { id: 'h100', accelerator: 'H100', model: 'llama-3-8b', replicas: 2 },
