@@ -10,6 +10,8 @@
  */
 import { RECORD_WORDS } from '../index/records.js';
 
+/** A module-local copy for the per-record loops (an imported binding can be a getter call per read). */
+const WORDS = RECORD_WORDS;
 const HEAD = 0; // records written (u32, wrapping)
 const TAIL = 1; // records consumed (u32, wrapping)
 const CAPACITY = 2; // records the ring holds (a power of two)
@@ -73,8 +75,8 @@ export class RecordRing {
       }
       const n = Math.min(free, count - written);
       for (let i = 0; i < n; i++) {
-        const dst = ((head + i) & this.mask) * RECORD_WORDS;
-        const src = (written + i) * RECORD_WORDS;
+        const dst = ((head + i) & this.mask) * WORDS;
+        const src = (written + i) * WORDS;
         this.words[dst] = records[src];
         this.words[dst + 1] = records[src + 1];
         this.words[dst + 2] = records[src + 2];
@@ -93,10 +95,10 @@ export class RecordRing {
   drain(out: Uint32Array, max: number): number {
     const head = Atomics.load(this.header, HEAD) >>> 0;
     const tail = Atomics.load(this.header, TAIL) >>> 0;
-    const n = Math.min((head - tail) >>> 0, max, Math.floor(out.length / RECORD_WORDS));
+    const n = Math.min((head - tail) >>> 0, max, Math.floor(out.length / WORDS));
     for (let i = 0; i < n; i++) {
-      const src = ((tail + i) & this.mask) * RECORD_WORDS;
-      const dst = i * RECORD_WORDS;
+      const src = ((tail + i) & this.mask) * WORDS;
+      const dst = i * WORDS;
       out[dst] = this.words[src];
       out[dst + 1] = this.words[src + 1];
       out[dst + 2] = this.words[src + 2];

@@ -7,6 +7,10 @@ import { OP_CLEAR, OP_REMOVE, OP_SPECULATE, OP_STORE, RECORD_WORDS, TIER_CPU, TI
 
 export { OP_CLEAR, OP_REMOVE, OP_SPECULATE, OP_STORE, RECORD_WORDS, TIER_CPU, TIER_DISK, TIER_GPU };
 
+/** A module-local copy for the per-record paths (an imported binding can be a getter call per read). */
+const WORDS = 4;
+if (WORDS !== RECORD_WORDS) throw new Error('records.ts: RECORD_WORDS changed');
+
 export type Tier = 'gpu' | 'cpu' | 'disk';
 export const TIERS: readonly Tier[] = ['gpu', 'cpu', 'disk'];
 
@@ -52,8 +56,8 @@ export class RecordBuffer {
 
   /** The same record with the hash as its two u32 halves (no bigint on the ingest path). */
   pushWords(op: number, tier: number, replica: number, lo: number, hi: number): void {
-    if ((this.count + 1) * RECORD_WORDS > this.words.length) this.ensure(1);
-    const at = this.count * RECORD_WORDS;
+    if ((this.count + 1) * WORDS > this.words.length) this.ensure(1);
+    const at = this.count * WORDS;
     this.words[at] = op | (tier << 8);
     this.words[at + 1] = replica;
     this.words[at + 2] = lo;

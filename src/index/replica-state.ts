@@ -92,6 +92,10 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const LO = LITTLE_ENDIAN ? 0 : 1;
 const HI = LITTLE_ENDIAN ? 1 : 0;
 const NONE = -1;
+// Module-local copies: a re-exported binding can compile to a getter call per read in a hot loop.
+const STORE = OP_STORE;
+const REMOVE = OP_REMOVE;
+const CLEAR = OP_CLEAR;
 
 /** The third key word: data-parallel rank and KV cache group (both ≤ 0xffff, checked by the decoder). */
 function rankGroup(rank: number, group: number): number {
@@ -247,7 +251,7 @@ export class ReplicaState {
         this.ref(rlo, rhi, tier);
       }
       // Always emitted: a store of a block the index already holds refreshes its LRU stamp there too.
-      out.pushWords(OP_STORE, tier, this.replica, rlo, rhi);
+      out.pushWords(STORE, tier, this.replica, rlo, rhi);
       outcome.storedBlocks++;
     }
   }
@@ -283,7 +287,7 @@ export class ReplicaState {
     this.refs.clear();
     this.head = this.tail = NONE;
     this.rankKeys.clear();
-    out.pushWords(OP_CLEAR, 0, this.replica, 0, 0);
+    out.pushWords(CLEAR, 0, this.replica, 0, 0);
   }
 
   private seedOf(loraName: string | null, loraId: number | null): bigint {
@@ -319,7 +323,7 @@ export class ReplicaState {
       c[at + tier] = 0;
       if (c[at] === 0 && c[at + 1] === 0 && c[at + 2] === 0) this.refs.remove(id);
     }
-    out.pushWords(OP_REMOVE, tier, this.replica, lo, hi);
+    out.pushWords(REMOVE, tier, this.replica, lo, hi);
   }
 
   /** Removes a key and every tier it held. */

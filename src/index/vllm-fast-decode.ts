@@ -169,6 +169,54 @@ function readAscii(): string {
   return s;
 }
 
+/**
+ * Map keys by their bytes: a table per key length of (bytes, id). Building a JS string per key cost an
+ * allocation per field of every map-encoded event.
+ */
+type KeyTable = { bytes: Uint8Array; id: number }[][];
+
+function keyTable(names: readonly string[]): KeyTable {
+  const t: KeyTable = [];
+  names.forEach((name, id) => (t[name.length] ??= []).push({ bytes: ascii(name), id }));
+  return t;
+}
+
+const K_TYPE = 0;
+const K_HASHES = 1;
+const K_PARENT = 2;
+const K_TOKENS = 3;
+const K_BLOCK_SIZE = 4;
+const K_LORA_ID = 5;
+const K_MEDIUM = 6;
+const K_LORA_NAME = 7;
+const K_GROUP = 8;
+const EVENT_KEYS = keyTable(['type', 'block_hashes', 'parent_block_hash', 'token_ids', 'block_size', 'lora_id', 'medium', 'lora_name', 'group_idx']);
+const K_TS = 0;
+const K_EVENTS = 1;
+const K_RANK = 2;
+const BATCH_KEYS = keyTable(['ts', 'events', 'data_parallel_rank']);
+
+/** The id of the str key at `pos` in `table` (consumed), −1 for another ASCII key; anything else bails. */
+function readKey(table: KeyTable): number {
+  const n = strHeader();
+  if (n < 0 || pos + n > end) bail();
+  const candidates = table[n];
+  if (candidates !== undefined) {
+    for (let c = 0; c < candidates.length; c++) {
+      const want = candidates[c].bytes;
+      let i = 0;
+      while (i < n && buf[pos + i] === want[i]) i++;
+      if (i === n) {
+        pos += n;
+        return candidates[c].id;
+      }
+    }
+  }
+  for (let i = 0; i < n; i++) if (buf[pos + i] >= 0x80) bail();
+  pos += n;
+  return -1;
+}
+
 /** Whether the str at `pos` is exactly `tag` (consumed when it is a str at all). */
 function strEquals(tag: Uint8Array): boolean {
   const n = strHeader();
@@ -428,6 +476,11 @@ function readTokens(limits: DecodeLimits): Uint32Array {
 
 function readTier(): number {
   if (isNil()) return GPU;
+  // The common medium without a string: "GPU" is a 3-byte fixstr.
+  if (buf[pos] === 0xa3 && buf[pos + 1] === 0x47 && buf[pos + 2] === 0x50 && buf[pos + 3] === 0x55) {
+    pos += 4;
+    return GPU;
+  }
   const tier = tierOfMedium(readAscii());
   if (tier === undefined) bail();
   return tier;
@@ -518,32 +571,32 @@ function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
   let loraName: string | null = null;
   let group = 0;
   for (let e = 0; e < entries; e++) {
-    switch (readAscii()) {
-      case 'type':
+    switch (readKey(EVENT_KEYS)) {
+      case K_TYPE:
         tag = readTag();
         break;
-      case 'block_hashes':
+      case K_HASHES:
         hashes = readHashes(limits);
         break;
-      case 'parent_block_hash':
+      case K_PARENT:
         parent = readParent();
         break;
-      case 'token_ids':
+      case K_TOKENS:
         tokens = readTokens(limits);
         break;
-      case 'block_size':
+      case K_BLOCK_SIZE:
         blockSize = readSmallInt();
         break;
-      case 'lora_id':
+      case K_LORA_ID:
         loraId = readOptionalInt();
         break;
-      case 'medium':
+      case K_MEDIUM:
         tier = readTier();
         break;
-      case 'lora_name':
+      case K_LORA_NAME:
         loraName = readOptionalAscii();
         break;
-      case 'group_idx':
+      case K_GROUP:
         group = readGroup();
         break;
       default:
@@ -586,10 +639,10 @@ function readBatch(limits: DecodeLimits): KvEventBatch {
     const entries = mapHeader();
     if (entries < 0) bail();
     for (let e = 0; e < entries; e++) {
-      const key = readAscii();
-      if (key === 'ts') ts = readNumber();
-      else if (key === 'events') read = readEvents(limits);
-      else if (key === 'data_parallel_rank') dpRank = readRank();
+      const key = readKey(BATCH_KEYS);
+      if (key === K_TS) ts = readNumber();
+      else if (key === K_EVENTS) read = readEvents(limits);
+      else if (key === K_RANK) dpRank = readRank();
       else skip();
     }
     if (ts === undefined || read === undefined) bail();
