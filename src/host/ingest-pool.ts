@@ -26,8 +26,11 @@
  * the event-loop delay; README "Event ingest" has the measured p50/p99.
  *
  * Longest pause: one drain applies at most maxRecords (route path, default 1,024) or timerSliceRecords
- * (loop, default 4,096) records, so the longest the event loop is held by one apply is that many records
- * times the per-record apply cost (bench/ingest.ts measures it: `drain pause max`).
+ * (loop, default 2,048) records, so one apply holds the event loop for at most that many records times
+ * the per-record apply cost (~0.15–0.2 µs in wasm: ~0.2 ms on the route path, ~0.4 ms in the loop).
+ * Two things sit outside that bound: a doubling of the index's block table while it fills up (a rehash
+ * of every entry, tens of ms at millions of entries, once per doubling) and the thread being preempted.
+ * bench/ingest.ts reports the drain-duration p99 / p99.9 / max and the longest doubling.
  *
  * Restart and unsubscribe. The slot's index entries are cleared at once on the routing thread, but the
  * ring may still hold records the worker produced for the old incarnation. So the slot is fenced: its
@@ -69,7 +72,7 @@ export interface IngestPoolOptions {
   drainMaxRecords?: number;
   /** Period of the self-driven drain loop (ms, default 1); false: no loop, the caller drains. */
   drainIntervalMs?: number | false;
-  /** Records one slice of the drain loop applies at most (default 4,096). */
+  /** Records one slice of the drain loop applies at most (default 2,048). */
   timerSliceRecords?: number;
   /** Longest a worker waits for ring space before spilling to its own memory (ms, default 20). */
   ringWaitMs?: number;
@@ -82,6 +85,22 @@ export interface IngestPoolOptions {
   metricsPrefix?: string;
   /** A worker's subscriber or apply error, or a worker failure (replica −1). */
   onError?: (replica: number, err: DystroError | Error) => void;
+}
+
+export interface DrainQuantiles {
+  samples: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+}
+
+export interface DrainStats {
+  records: number;
+  drains: number;
+  maxPauseMs: number;
+  pause: DrainQuantiles;
+  staleness: DrainQuantiles;
 }
 
 interface Shard {
@@ -101,6 +120,8 @@ interface Shard {
 const STALENESS_SAMPLES = 1 << 16;
 /** ingest() calls coalesced into one task at most. */
 const MAX_ITEMS_PER_TASK = 512;
+/** Tasks a worker may hold queued (they run in order; see ingest-worker.ts). */
+const TASKS_IN_WORKER = 64;
 
 const WORKER_FILE = fileURLToPath(new URL(`./ingest-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
@@ -137,6 +158,8 @@ export class IngestPool implements AttachableIngest {
   private maxPauseMs = 0;
   private readonly staleMs = new Float64Array(STALENESS_SAMPLES);
   private staleCount = 0;
+  private readonly pauseMs = new Float64Array(STALENESS_SAMPLES);
+  private pauseCount = 0;
 
   constructor(index: PrefixIndex, options: IngestPoolOptions) {
     if (index === null || typeof index !== 'object' || typeof (index as PrefixIndex).apply !== 'function') fail('DYSTRO_ERR_INVALID_CONFIG', 'index', 'a PrefixIndex', index);
@@ -150,7 +173,7 @@ export class IngestPool implements AttachableIngest {
     this.shardCount = checkInteger(options.shards ?? 1, 'options.shards', 1, 64, 'DYSTRO_ERR_INVALID_CONFIG');
     const ringRecords = checkInteger(options.ringRecords ?? 65_536, 'options.ringRecords', 16, 1 << 26, 'DYSTRO_ERR_INVALID_CONFIG');
     this.drainMaxRecords = checkInteger(options.drainMaxRecords ?? 1024, 'options.drainMaxRecords', 1, 1 << 24, 'DYSTRO_ERR_INVALID_CONFIG');
-    this.timerSliceRecords = checkInteger(options.timerSliceRecords ?? 4096, 'options.timerSliceRecords', 1, 1 << 24, 'DYSTRO_ERR_INVALID_CONFIG');
+    this.timerSliceRecords = checkInteger(options.timerSliceRecords ?? 2048, 'options.timerSliceRecords', 1, 1 << 24, 'DYSTRO_ERR_INVALID_CONFIG');
     const interval = options.drainIntervalMs ?? 1;
     this.drainIntervalMs = interval === false ? false : checkInteger(interval, 'options.drainIntervalMs', 0, 60_000, 'DYSTRO_ERR_INVALID_CONFIG');
     const capacity = index.replicaCapacity;
@@ -189,7 +212,18 @@ export class IngestPool implements AttachableIngest {
       };
       // atomics 'disabled': an idle worker waits on its message port, not in Atomics.wait, so its event
       // loop keeps serving ZeroMQ sockets and replay timers between tasks.
-      const pool = new Piscina<WorkerTask, unknown>({ filename: WORKER_FILE, minThreads: 1, maxThreads: 1, idleTimeout: Infinity, atomics: 'disabled', workerData, name: 'default' });
+      // concurrentTasksPerWorker: tasks are queued in the worker itself rather than handed over one at a
+      // time when this thread's event loop comes round (a busy routing thread would starve the worker).
+      const pool = new Piscina<WorkerTask, unknown>({
+        filename: WORKER_FILE,
+        minThreads: 1,
+        maxThreads: 1,
+        idleTimeout: Infinity,
+        atomics: 'disabled',
+        concurrentTasksPerWorker: TASKS_IN_WORKER,
+        workerData,
+        name: 'default',
+      });
       pool.on('error', (err: unknown) => options.onError?.(-1, err instanceof Error ? err : new Error(String(err))));
       const channel = new MessageChannel();
       channel.port1.on('message', (e: WorkerEvent) => this.onWorkerEvent(e));
@@ -207,7 +241,8 @@ export class IngestPool implements AttachableIngest {
   /**
    * One batch received some other way than `subscribe` (see KvEventIngest.ingest). Calls made in one
    * turn of the event loop travel to their worker as one task. The payload's ArrayBuffer is transferred
-   * (detached here) when the payload spans it exactly; otherwise the bytes are copied. Without a
+   * (detached here) when the payload spans it exactly; a payload in a SharedArrayBuffer is shared as is
+   * (leave those bytes alone until the promise settles); otherwise the bytes are copied. Without a
    * subscription there is no replay source: a gap in seqs leaves the stream 'unknown' until it recovers.
    */
   ingest(replica: number, payload: Uint8Array, opts: IngestOptions = {}): Promise<IngestResult> {
@@ -216,14 +251,15 @@ export class IngestPool implements AttachableIngest {
     if (!(payload instanceof Uint8Array)) fail('DYSTRO_ERR_INVALID_ARGUMENT', 'payload', 'a Uint8Array', payload);
     const shard = this.shardOf(replica);
     let bytes = payload;
-    if (!(payload.buffer instanceof ArrayBuffer) || payload.byteOffset !== 0 || payload.byteLength !== payload.buffer.byteLength) bytes = new Uint8Array(payload); // a copy (Buffer#slice would be a view)
+    const shared = payload.buffer instanceof SharedArrayBuffer;
+    if (!shared && (payload.byteOffset !== 0 || payload.byteLength !== payload.buffer.byteLength)) bytes = new Uint8Array(payload); // a copy (Buffer#slice would be a view)
     const item: IngestItem = { replica, payload: bytes, seq: opts.seq, dpRank: opts.dpRank };
     if (this.nsSent[replica] === 0) {
       item.ns = this.namespaceOf(replica);
       this.nsSent[replica] = 1;
     }
     shard.pending.push(item);
-    shard.transfer.push(bytes.buffer as ArrayBuffer);
+    if (!shared) shard.transfer.push(bytes.buffer as ArrayBuffer);
     const done = new Promise<IngestResult>((resolve, reject) => shard.waiting.push({ resolve, reject }));
     if (shard.pending.length >= MAX_ITEMS_PER_TASK) this.flushIngest(shard);
     else if (!shard.flushScheduled) {
@@ -306,7 +342,8 @@ export class IngestPool implements AttachableIngest {
   async settled(): Promise<void> {
     for (const s of this.shards) this.flushIngest(s);
     await Promise.all(this.shards.map((s) => this.runOn(s, { op: 'settled' })));
-    while (this.drain(this.index, 1 << 20) > 0);
+    // In slices, yielding between them: settling must not hold the event loop longer than the loop does.
+    while (this.drain(this.index, this.timerSliceRecords) > 0) await new Promise<void>((r) => setImmediate(r));
   }
 
   // ---------------------------------------------------------------- applying records
@@ -340,6 +377,7 @@ export class IngestPool implements AttachableIngest {
       this.drains++;
       this.appliedRecords += total;
       if (pauseMs > this.maxPauseMs) this.maxPauseMs = pauseMs;
+      this.pauseMs[this.pauseCount++ & (STALENESS_SAMPLES - 1)] = pauseMs;
       if (this.own) {
         this.own.pause.observe(pauseMs / 1000);
         this.own.applied.inc(total);
@@ -349,17 +387,25 @@ export class IngestPool implements AttachableIngest {
     return total;
   }
 
-  /** Figures since the start (or the last reset): records applied, drains, longest drain, staleness quantiles. */
-  drainStats(reset = false): { records: number; drains: number; maxPauseMs: number; staleness: { samples: number; p50Ms: number; p99Ms: number; maxMs: number } } {
-    const n = Math.min(this.staleCount, STALENESS_SAMPLES);
-    const sorted = this.staleMs.slice(0, n).sort();
-    const q = (p: number) => (n === 0 ? NaN : sorted[Math.min(n - 1, Math.floor(p * n))]);
-    const out = { records: this.appliedRecords, drains: this.drains, maxPauseMs: this.maxPauseMs, staleness: { samples: n, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: n ? sorted[n - 1] : NaN } };
+  /**
+   * Figures since the start (or the last reset): records applied, drains that applied any, the longest
+   * and the p99/p99.9 drain durations (event-loop pauses), staleness quantiles (the newest 65,536
+   * samples of each).
+   */
+  drainStats(reset = false): DrainStats {
+    const quantiles = (samples: Float64Array, count: number) => {
+      const n = Math.min(count, STALENESS_SAMPLES);
+      const sorted = samples.slice(0, n).sort();
+      const q = (p: number) => (n === 0 ? NaN : sorted[Math.min(n - 1, Math.floor(p * n))]);
+      return { samples: n, p50Ms: q(0.5), p99Ms: q(0.99), p999Ms: q(0.999), maxMs: n ? sorted[n - 1] : NaN };
+    };
+    const out = { records: this.appliedRecords, drains: this.drains, maxPauseMs: this.maxPauseMs, pause: quantiles(this.pauseMs, this.pauseCount), staleness: quantiles(this.staleMs, this.staleCount) };
     if (reset) {
       this.appliedRecords = 0;
       this.drains = 0;
       this.maxPauseMs = 0;
       this.staleCount = 0;
+      this.pauseCount = 0;
     }
     return out;
   }
@@ -441,11 +487,11 @@ export class IngestPool implements AttachableIngest {
       this.loopTimer = null;
       this.loopImmediate = null;
       this.drain(this.index, this.timerSliceRecords);
-      // A backlog is worked off in slices, one per turn of the event loop; then back to the period.
-      if (this.pendingRecords() > 0) {
-        this.loopImmediate = setImmediate(tick);
-        this.loopImmediate.unref?.();
-      } else this.schedule(this.drainIntervalMs);
+      // A backlog is worked off in slices, one per turn of the event loop; then back to the period. The
+      // immediate stays ref'd: Node lets the poll phase block past unref'd immediates (they would then
+      // run only when something else wakes the loop). The period's timer is unref'd.
+      if (this.pendingRecords() > 0) this.loopImmediate = setImmediate(tick);
+      else this.schedule(this.drainIntervalMs);
     };
     this.loopTimer = setTimeout(tick, delayMs);
     this.loopTimer.unref?.();

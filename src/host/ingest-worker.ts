@@ -4,9 +4,11 @@
  * producer end of this shard's SharedArrayBuffer ring. ZeroMQ subscriptions live here too, so live
  * frames never reach the routing thread; it only drains compact records.
  *
- * Piscina runs the default export for each task, one at a time (one thread per shard, one task at a
- * time: a replica's batches are applied in the order they were sent). Its `atomics: 'disabled'` option
- * keeps this thread's event loop free between tasks for the ZeroMQ sockets and replay timers.
+ * Piscina runs the default export for each task, in the order sent (one thread per shard: a replica's
+ * batches are applied in order). Several tasks may be queued here at once (concurrentTasksPerWorker), so
+ * the worker never idles waiting for the routing thread's event loop to hand it the next one; every
+ * task's work that touches state runs synchronously before its first await, so the order holds. The
+ * `atomics: 'disabled'` option keeps this thread's event loop free for ZeroMQ sockets and replay timers.
  */
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { Counter, Registry } from 'prom-client';
@@ -158,14 +160,19 @@ export default async function handle(task: WorkerTask): Promise<unknown> {
         learn(task.replica, task.ns);
         ingest.subscribe(task.replica, task.options);
         return true;
-      case 'unsubscribe':
+      case 'unsubscribe': {
+        // The replica is forgotten synchronously (its sockets close after): fence now, so records of a
+        // task that runs while the sockets close are not mistaken for the old incarnation's.
+        let closing: Promise<void> = Promise.resolve();
         try {
-          await ingest.unsubscribe(task.replica);
+          closing = ingest.unsubscribe(task.replica);
         } finally {
           namespaces.delete(task.replica);
           sink.fence(task.replica);
         }
+        await closing;
         return true;
+      }
       case 'restart':
         try {
           learn(task.replica, task.ns);
