@@ -1,10 +1,11 @@
 /**
  * Benchmark entry point: `npm run bench` (full, < 10 min) or `npm run bench:ci` (`--ci`, < 2 min, gates
- * decide the exit code). `--only=hashing,lookup,quality,heap,index,router` runs a subset while working on one part.
+ * decide the exit code). `--only=hashing,lookup,quality,heap,index,router,ingest` runs a subset while working on one part.
  *
  * Prints Markdown to stdout (progress to stderr) and writes everything measured to
- * .bench-out/latest.json. Groups: 1 prefix hashing, 2 lookups, 3 quality, 4 heap growth, 5 gates, then
- * a summary table for the README.
+ * .bench-out/latest.json. Groups: 1 prefix hashing, 2 lookups, 3 quality, 4 heap growth, the prefix
+ * index, routing decisions, KV event ingest (bench/ingest.ts: worker pool, ring, drain), 5 gates, then a
+ * summary table for the README.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { runLookups } from './lookup.ts';
 import { loadPeers } from './peers.ts';
 import { runQuality, type QualityResult } from './quality.ts';
 import { runIndexBench, type IndexBenchResult } from './prefix-index.ts';
+import { runIngestBench, type IngestBenchResult } from './ingest.ts';
 import { runRouter, type RouterBenchResult } from './router.ts';
 import { summaryMarkdown } from './summary.ts';
 import { mdTable, parseConfig, type Timing } from './util.ts';
@@ -90,6 +92,16 @@ async function main(): Promise<number> {
   let heap: HeapResult | undefined;
   let indexBench: IndexBenchResult | undefined;
   let router: RouterBenchResult | undefined;
+  let ingest: IngestBenchResult | undefined;
+  const timedAsync = async <T>(group: string, fn: () => Promise<T>): Promise<T> => {
+    process.stderr.write(`bench: ${group} …\n`);
+    const t0 = performance.now();
+    const r = await fn();
+    groupMs[group] = performance.now() - t0;
+    groupsRun.add(group);
+    process.stderr.write(`bench: ${group} done in ${(groupMs[group] / 1000).toFixed(1)} s\n`);
+    return r;
+  };
   const timed = <T>(group: string, fn: () => T): T => {
     process.stderr.write(`bench: ${group} …\n`);
     const t0 = performance.now();
@@ -140,7 +152,14 @@ async function main(): Promise<number> {
     out(r.markdown);
   }
 
-  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench, router });
+  if (wants('ingest')) {
+    const r = await timedAsync('ingest', () => runIngestBench(cfg));
+    ingest = r.result;
+    json.ingest = ingest;
+    out(r.markdown);
+  }
+
+  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench, router, ingest });
   out(gatesMarkdown(gates, cfg.ci));
   out(summaryMarkdown(timings, loaded.map((k) => k.name)));
 
