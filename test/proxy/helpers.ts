@@ -127,6 +127,22 @@ export async function until(what: string, cond: () => boolean | Promise<boolean>
   }
 }
 
+/**
+ * Waits until the proxy's KV event stream from engine `id` is synced. A SUB socket still connecting
+ * misses what is published meanwhile (ZeroMQ's slow joiner) and a lost first batch is only noticed at
+ * the next one, so this sends small requests straight to the engine (bypassing the router, under a
+ * salt no test tenant uses) until a batch gets through.
+ */
+export async function syncEvents(proxy: Proxy, engine: EngineEmulator, id: string): Promise<void> {
+  const slot = proxy.router.fleet.snapshot().byId.get(id)!.slot;
+  for (let i = 0; proxy.indexState(slot) !== 'synced'; i++) {
+    if (i >= 100) throw new Error(`the KV event stream of ${id} never synced`);
+    const r = await request(`${engine.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-dystro-tenant': 'warm-up' }, body: JSON.stringify({ model: MODEL, prompt: text(20, 1000 + i), max_tokens: 1 }) });
+    await r.body.dump();
+    await new Promise((res) => setTimeout(res, 30));
+  }
+}
+
 /** A prompt of about `words` words, distinct per `seed`. */
 export function text(words: number, seed = 0): string {
   const vocab = ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf', 'hotel', 'india', 'juliet', 'kilo', 'lima'];
