@@ -224,6 +224,9 @@ export class ReplicaState {
     const hw = wordsOf(ev.hashes);
     const tier = ev.tier;
     const bit = 1 << tier;
+    // New keys of this rank, added to rankKeys once per event (a Map update per block showed up), and
+    // before anything that removes keys and so reads the count.
+    let added = 0;
     for (let i = 0; i < n; i++) {
       const lo = hw[2 * i + LO];
       const hi = hw[2 * i + HI];
@@ -239,21 +242,30 @@ export class ReplicaState {
         this.touch(id);
       } else {
         // Absent, or the engine reused the id for other content: the old mapping goes first.
-        if (id >= 0) this.dropKey(id, out);
-        if (keys.size >= this.maxEntries) outcome.capEvictions += this.evictOldest(out);
+        if (id >= 0 || keys.size >= this.maxEntries) {
+          if (added > 0) this.countKeys(rank, added);
+          added = 0;
+          if (id >= 0) this.dropKey(id, out);
+          if (keys.size >= this.maxEntries) outcome.capEvictions += this.evictOldest(out);
+        }
         id = keys.insert(lo, hi, rg);
         if (keys.idCapacity > this.tiers.length) this.growKeys();
         this.routerLo[id] = rlo;
         this.routerHi[id] = rhi;
         this.tiers[id] = bit;
         this.append(id);
-        this.rankKeys.set(rank, (this.rankKeys.get(rank) ?? 0) + 1);
+        added++;
         this.ref(rlo, rhi, tier);
       }
       // Always emitted: a store of a block the index already holds refreshes its LRU stamp there too.
       out.pushWords(STORE, tier, this.replica, rlo, rhi);
-      outcome.storedBlocks++;
     }
+    if (added > 0) this.countKeys(rank, added);
+    outcome.storedBlocks += n;
+  }
+
+  private countKeys(rank: number, added: number): void {
+    this.rankKeys.set(rank, (this.rankKeys.get(rank) ?? 0) + added);
   }
 
   /**
