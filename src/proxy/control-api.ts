@@ -28,6 +28,7 @@ import { readBody, sendJson } from './http-util.js';
 import { RegistrationError, type Proxy } from './proxy.js';
 
 const MAX_CONTROL_BODY = 64 * 1024;
+const KNOWN = ['policy', 'shadow', 'canary', 'replicas'];
 
 class HttpError extends Error {
   constructor(
@@ -52,8 +53,15 @@ export async function handleControl(p: Proxy, req: IncomingMessage, res: ServerR
     p.log.warn('control-unauthorized', { method, path: path.slice(0, 64), remote: req.socket.remoteAddress });
     return reply(res, 401, { error: { code: 'unauthorized', message: 'A valid control token is required (Authorization: Bearer …).' } }, { 'www-authenticate': 'Bearer' }, true);
   }
-  const segments = path.split('/').filter((s) => s.length > 0).map(decodeURIComponent);
-  const action = `${method} /${segments[0] ?? ''}${segments.length > 2 ? `/${segments[2]}` : segments[0] === 'canary' && segments[1] ? `/${segments[1]}` : ''}`;
+  let segments: string[];
+  try {
+    segments = path.split('/').filter((s) => s.length > 0).map(decodeURIComponent);
+  } catch {
+    return reply(res, 400, { error: { code: 'invalid_path', message: 'The path is not valid percent-encoding.' } });
+  }
+  // Metric label: the action, from a fixed set (replica ids and unknown paths stay out of it).
+  const [head, second, third] = segments;
+  const action = KNOWN.includes(head ?? '') ? `${method} /${head}${head === 'canary' && second === 'promote' ? '/promote' : third === 'drain' ? '/drain' : ''}` : 'other';
   try {
     const body = method === 'PUT' || method === 'POST' ? await jsonBody(req) : {};
     const { status, value } = await route(p, method, segments, body);
@@ -148,7 +156,7 @@ async function route(p: Proxy, method: string, seg: string[], body: Record<strin
       return { status: 200, value: describe(p, id) };
     }
   }
-  const known = ['policy', 'shadow', 'canary', 'replicas'].includes(head ?? '');
+  const known = KNOWN.includes(head ?? '');
   throw new HttpError(known ? 405 : 404, known ? 'method_not_allowed' : 'not_found', `No control action for ${method} /${seg.join('/')}.`);
 }
 

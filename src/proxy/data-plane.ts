@@ -47,7 +47,6 @@ interface Ctx {
   proxy: Proxy;
   res: ServerResponse;
   id: string;
-  endpoint: 'completions' | 'chat';
   path: string;
   parsed: ParsedRequest;
   routeReq: RouteRequest;
@@ -126,7 +125,6 @@ export async function handleData(p: Proxy, req: IncomingMessage, res: ServerResp
     proxy: p,
     res,
     id,
-    endpoint,
     path,
     parsed: r,
     routeReq: { model: r.model, tenant: tenant.salt, priority: tenant.sloClass, prompt, expectedOutputTokens: r.expectedOutputTokens, sessionKey: sessionKey(req) },
@@ -230,9 +228,9 @@ async function serve(ctx: Ctx): Promise<void> {
       const failed = await attempt(ctx, d);
       if (failed === null) return;
       // Nothing has reached the client: retry elsewhere, or answer with what the engine said.
-      const why = !failed.retryable ? null : ctx.clientGone ? 'client_gone' : ctx.attempts > p.config.retry.maxRetries ? 'max_retries' : ctx.upstreamBody.length > p.config.retry.maxBodyBytes ? 'body_too_large' : !holdsRetry && !p.budget.tryRetry() ? 'budget' : 'retried';
-      if (why !== 'retried') {
-        if (why !== null) p.metrics.retries.inc({ outcome: why });
+      const refused = noRetryReason(ctx, failed, holdsRetry);
+      if (refused !== null) {
+        if (refused !== 'not_retryable') p.metrics.retries.inc({ outcome: refused });
         return await answerFailure(ctx, failed);
       }
       holdsRetry = true;
@@ -249,6 +247,17 @@ async function serve(ctx: Ctx): Promise<void> {
   } finally {
     if (holdsRetry) p.budget.retryFinished();
   }
+}
+
+/** Why a failed attempt is not retried, or null when it may be (a budget slot is then taken and held). */
+function noRetryReason(ctx: Ctx, failed: NotServed, holdsRetry: boolean): string | null {
+  const p = ctx.proxy;
+  if (!failed.retryable) return 'not_retryable';
+  if (ctx.clientGone) return 'client_gone';
+  if (ctx.attempts > p.config.retry.maxRetries) return 'max_retries';
+  if (ctx.upstreamBody.length > p.config.retry.maxBodyBytes) return 'body_too_large';
+  if (!holdsRetry && !p.budget.tryRetry()) return 'budget';
+  return null;
 }
 
 /**
