@@ -8,8 +8,9 @@ import { request } from 'undici';
 import { EngineEmulator, type EngineEmulatorOptions } from '../../src/emulator/index.ts';
 import { startProxy, type Logger, type Proxy, type ProxyOptions } from '../../src/proxy/proxy.ts';
 import type { ProxyConfig } from '../../src/proxy/config.ts';
-import type { Router } from '../../src/router/router.ts';
 import { loadBackend } from '../../src/kernels/select.ts';
+export { inflightTotals } from '../router/helpers.ts';
+export { until } from '../helpers/zmq-publisher.ts';
 
 export const CONTROL_TOKEN = 'control-token-3f9c2a7d41e8b6';
 export const KEY_A = 'sk-tenant-a-9d3e1f';
@@ -91,19 +92,6 @@ export async function post(proxy: Proxy, path: string, body: string | Buffer, he
   return { status: res.statusCode, headers: res.headers, json };
 }
 
-export function inflightTotals(router: Router): { requests: number; prefillTokens: number; blocks: number } {
-  const f = router.inflight;
-  let requests = 0;
-  let prefillTokens = 0;
-  let blocks = 0;
-  for (let i = 0; i < f.requests.length; i++) {
-    requests += f.requests[i];
-    prefillTokens += f.prefillTokens[i];
-    blocks += f.activeBlocks[i];
-  }
-  return { requests, prefillTokens, blocks };
-}
-
 /** Sum of a metric's samples (optionally those whose labels include `match`). */
 export async function metricSum(proxy: Proxy, name: string, match: Record<string, string> = {}): Promise<number> {
   const m = await proxy.registry.getSingleMetric(name)?.get();
@@ -117,14 +105,6 @@ export async function engineSuccesses(e: EngineEmulator): Promise<number> {
   let n = 0;
   for (const line of text.split('\n')) if (line.startsWith('vllm:request_success_total')) n += Number(line.split(' ').pop());
   return n;
-}
-
-export async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /**
