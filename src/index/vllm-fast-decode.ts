@@ -71,6 +71,8 @@ export function decodeKvEventBatchFast(payload: Uint8Array, limits: DecodeLimits
   end = payload.length;
   view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   hashBytes = hashOfBytes;
+  tokenUsed = 0;
+  hashUsed = 0;
   try {
     const batch = readBatch(limits);
     return pos === end ? batch : null;
@@ -418,13 +420,55 @@ function readParent(): bigint | null {
   return BigInt.asUintN(64, BigInt(readSmallInt()));
 }
 
-function readHashes(limits: DecodeLimits): BigUint64Array {
+/**
+ * Every event of a batch gets views into two arrays allocated once per batch (its tokens, its hashes),
+ * not arrays of its own: an off-heap typed array costs ~0.5 µs to allocate (and GC bookkeeping), more
+ * than decoding the 16 blocks of a typical event. Values are decoded into growable scratch arrays and
+ * copied into exact-size arrays when the batch is done (finishBatch).
+ */
+let tokenScratch = new Uint32Array(1 << 14);
+let tokenUsed = 0;
+/** Hashes as u32 halves ([2i + LO], [2i + HI]), in the layout of a BigUint64Array. */
+let hashScratch = new Uint32Array(1 << 12);
+let hashUsed = 0;
+/** Where the last readHashes / readTokens put its values (index in hashes / tokens) and how many. */
+let spanStart = 0;
+/** Per decoded event: [hash start, hash count, token start, token count]. */
+let spans = new Int32Array(4 * 64);
+const NO_HASHES = new BigUint64Array(0);
+const NO_TOKENS = new Uint32Array(0);
+
+function reserveHashes(n: number): number {
+  if ((hashUsed + n) * 2 > hashScratch.length) {
+    const bigger = new Uint32Array(Math.max(hashScratch.length * 2, (hashUsed + n) * 2));
+    bigger.set(hashScratch.subarray(0, hashUsed * 2));
+    hashScratch = bigger;
+  }
+  const at = hashUsed;
+  hashUsed += n;
+  return at;
+}
+
+function reserveTokens(n: number): number {
+  if (tokenUsed + n > tokenScratch.length) {
+    const bigger = new Uint32Array(Math.max(tokenScratch.length * 2, tokenUsed + n));
+    bigger.set(tokenScratch.subarray(0, tokenUsed));
+    tokenScratch = bigger;
+  }
+  const at = tokenUsed;
+  tokenUsed += n;
+  return at;
+}
+
+/** Block hashes into the scratch; returns their count (spanStart: the first one's index). */
+function readHashes(limits: DecodeLimits): number {
   const n = arrayHeader();
   if (n < 0 || n > (limits.maxBlocksPerEvent ?? DEFAULT_MAX_BLOCKS_PER_EVENT) || n > end - pos) bail();
-  const out = new BigUint64Array(n);
-  const words = new Uint32Array(out.buffer, out.byteOffset, 2 * n);
-  for (let k = 0; k < n; k++) readHashInto(words, k);
-  return out;
+  const at = reserveHashes(n);
+  const words = hashScratch;
+  for (let k = 0; k < n; k++) readHashInto(words, at + k);
+  spanStart = at;
+  return n;
 }
 
 /**
@@ -434,10 +478,11 @@ function readHashes(limits: DecodeLimits): BigUint64Array {
  * vocabulary of 128k–150k ids mixes both): 2.8 ns a token against 5.9 with a branch per type, measured
  * on 512-token arrays. Their count is checked by the caller.
  */
-function readTokens(limits: DecodeLimits): Uint32Array {
+function readTokens(limits: DecodeLimits): number {
   const n = arrayHeader();
   if (n < 0 || n > (limits.maxTokensPerEvent ?? DEFAULT_MAX_TOKENS_PER_EVENT) || n > end - pos) bail();
-  const out = new Uint32Array(n);
+  const at = reserveTokens(n);
+  const out = tokenScratch.subarray(at, at + n);
   const b8 = buf;
   const dv = view;
   const last = end - 5; // a 4-byte read after the type byte stays inside the payload up to here
@@ -471,7 +516,8 @@ function readTokens(limits: DecodeLimits): Uint32Array {
   }
   if (p > end) bail();
   pos = p;
-  return out;
+  spanStart = at;
+  return n;
 }
 
 function readTier(): number {
@@ -512,9 +558,26 @@ function readTag(): 'stored' | 'removed' | 'cleared' {
   return bail();
 }
 
-function stored(hashes: BigUint64Array, parent: bigint | null, tokens: Uint32Array, blockSize: number, loraId: number | null, tier: number, loraName: string | null, group: number, limits: DecodeLimits): KvEvent {
-  if (blockSize !== limits.blockSize || tokens.length !== hashes.length * blockSize) bail();
-  return { kind: 'stored', hashes, parent, tokens, tier, loraName, loraId, group };
+// The spans of the event being read (readEvents records them; finishBatch turns them into views).
+let evHashStart = 0;
+let evHashCount = 0;
+let evTokenStart = 0;
+let evTokenCount = 0;
+
+function stored(hashStart: number, hashCount: number, parent: bigint | null, tokenStart: number, tokenCount: number, blockSize: number, loraId: number | null, tier: number, loraName: string | null, group: number, limits: DecodeLimits): KvEvent {
+  if (blockSize !== limits.blockSize || tokenCount !== hashCount * blockSize) bail();
+  evHashStart = hashStart;
+  evHashCount = hashCount;
+  evTokenStart = tokenStart;
+  evTokenCount = tokenCount;
+  return { kind: 'stored', hashes: NO_HASHES, parent, tokens: NO_TOKENS, tier, loraName, loraId, group };
+}
+
+function removed(hashStart: number, hashCount: number, tier: number, group: number): KvEvent {
+  evHashStart = hashStart;
+  evHashCount = hashCount;
+  evTokenCount = 0;
+  return { kind: 'removed', hashes: NO_HASHES, tier, group };
 }
 
 function readEvent(limits: DecodeLimits): KvEvent {
@@ -531,9 +594,11 @@ function readPositionalEvent(arity: number, limits: DecodeLimits): KvEvent {
   const tag = readTag();
   if (tag === 'stored') {
     if (arity < 5) bail();
-    const hashes = readHashes(limits);
+    const hashCount = readHashes(limits);
+    const hashStart = spanStart;
     const parent = readParent();
-    const tokens = readTokens(limits);
+    const tokenCount = readTokens(limits);
+    const tokenStart = spanStart;
     const blockSize = readSmallInt();
     const loraId = arity > 5 ? readOptionalInt() : null;
     const tier = arity > 6 ? readTier() : GPU;
@@ -541,15 +606,16 @@ function readPositionalEvent(arity: number, limits: DecodeLimits): KvEvent {
     if (arity > 8) skip(); // extra_keys: the router hashes the tokens, not the engine's extra keys
     const group = arity > 9 ? readGroup() : 0;
     for (let k = 10; k < arity; k++) skip();
-    return stored(hashes, parent, tokens, blockSize, loraId, tier, loraName, group, limits);
+    return stored(hashStart, hashCount, parent, tokenStart, tokenCount, blockSize, loraId, tier, loraName, group, limits);
   }
   if (tag === 'removed') {
     if (arity < 2) bail();
-    const hashes = readHashes(limits);
+    const hashCount = readHashes(limits);
+    const hashStart = spanStart;
     const tier = arity > 2 ? readTier() : GPU;
     const group = arity > 3 ? readGroup() : 0;
     for (let k = 4; k < arity; k++) skip();
-    return { kind: 'removed', hashes, tier, group };
+    return removed(hashStart, hashCount, tier, group);
   }
   for (let k = 1; k < arity; k++) skip();
   return { kind: 'cleared' };
@@ -562,9 +628,11 @@ function readPositionalEvent(arity: number, limits: DecodeLimits): KvEvent {
  */
 function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
   let tag: 'stored' | 'removed' | 'cleared' | undefined;
-  let hashes: BigUint64Array | undefined;
+  let hashCount = -1;
+  let hashStart = 0;
   let parent: bigint | null = null;
-  let tokens: Uint32Array | undefined;
+  let tokenCount = -1;
+  let tokenStart = 0;
   let blockSize: number | undefined;
   let loraId: number | null = null;
   let tier = GPU;
@@ -576,13 +644,15 @@ function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
         tag = readTag();
         break;
       case K_HASHES:
-        hashes = readHashes(limits);
+        hashCount = readHashes(limits);
+        hashStart = spanStart;
         break;
       case K_PARENT:
         parent = readParent();
         break;
       case K_TOKENS:
-        tokens = readTokens(limits);
+        tokenCount = readTokens(limits);
+        tokenStart = spanStart;
         break;
       case K_BLOCK_SIZE:
         blockSize = readSmallInt();
@@ -604,10 +674,10 @@ function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
     }
   }
   if (tag === 'cleared') return { kind: 'cleared' };
-  if (hashes === undefined) return bail();
-  if (tag === 'removed') return { kind: 'removed', hashes, tier, group };
-  if (tag !== 'stored' || tokens === undefined || blockSize === undefined) return bail();
-  return stored(hashes, parent, tokens, blockSize, loraId, tier, loraName, group, limits);
+  if (hashCount < 0) return bail();
+  if (tag === 'removed') return removed(hashStart, hashCount, tier, group);
+  if (tag !== 'stored' || tokenCount < 0 || blockSize === undefined) return bail();
+  return stored(hashStart, hashCount, parent, tokenStart, tokenCount, blockSize, loraId, tier, loraName, group, limits);
 }
 
 function readEvents(limits: DecodeLimits): { events: KvEvent[]; blocks: number } {
@@ -615,12 +685,53 @@ function readEvents(limits: DecodeLimits): { events: KvEvent[]; blocks: number }
   if (n < 0 || n > (limits.maxEvents ?? DEFAULT_MAX_EVENTS) || n > end - pos) bail();
   const events: KvEvent[] = [];
   let blocks = 0;
+  if (spans.length < 4 * n) spans = new Int32Array(Math.max(4 * n, spans.length * 2));
   for (let i = 0; i < n; i++) {
     const ev = readEvent(limits);
-    if (ev.kind !== 'cleared') blocks += ev.hashes.length;
+    if (ev.kind !== 'cleared') {
+      blocks += evHashCount;
+      spans[4 * i] = evHashStart;
+      spans[4 * i + 1] = evHashCount;
+      spans[4 * i + 2] = evTokenStart;
+      spans[4 * i + 3] = evTokenCount;
+    }
     events.push(ev);
   }
   return { events, blocks };
+}
+
+/** Gives the batch's events their views: one array of every hash, one of every token, exact size. */
+function finishBatch(events: KvEvent[]): void {
+  // Only the events of the final `events` array count (a map may name its events twice: the last wins).
+  let hashes = 0;
+  let tokens = 0;
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i];
+    if (ev.kind === 'cleared') continue;
+    hashes += spans[4 * i + 1];
+    tokens += spans[4 * i + 3];
+  }
+  const allHashes = new BigUint64Array(hashes);
+  const hashWords = new Uint32Array(allHashes.buffer);
+  const allTokens = new Uint32Array(tokens);
+  let h = 0;
+  let t = 0;
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i];
+    if (ev.kind === 'cleared') continue;
+    const hs = spans[4 * i];
+    const hn = spans[4 * i + 1];
+    hashWords.set(hashScratch.subarray(2 * hs, 2 * (hs + hn)), 2 * h);
+    ev.hashes = allHashes.subarray(h, h + hn);
+    h += hn;
+    if (ev.kind === 'stored') {
+      const ts = spans[4 * i + 2];
+      const tn = spans[4 * i + 3];
+      allTokens.set(tokenScratch.subarray(ts, ts + tn), t);
+      ev.tokens = allTokens.subarray(t, t + tn);
+      t += tn;
+    }
+  }
 }
 
 /** `[ts, events, rank?, …]` or `{ts, events, data_parallel_rank?, …}`. */
@@ -647,6 +758,7 @@ function readBatch(limits: DecodeLimits): KvEventBatch {
     }
     if (ts === undefined || read === undefined) bail();
   }
+  finishBatch(read.events);
   return { ts, dpRank, events: read.events, blocks: read.blocks };
 }
 
