@@ -326,33 +326,88 @@ function clientHeaders(ctx: Ctx, upstream: Dispatcher.ResponseData, extra: Recor
 }
 
 /**
+ * How one attempt ended, told once each to the router (the ticket), the outlier detector and the
+ * attempt counter.
+ */
+class AttemptEnd {
+  constructor(
+    private readonly p: Proxy,
+    private readonly d: RoutedDecision,
+  ) {}
+
+  private count(outcome: string): void {
+    this.p.metrics.attempts.inc({ replica: this.d.replica.id, outcome });
+  }
+
+  /** The first chunk reached the client: the TTFT the router calibrates on. */
+  firstToken(): void {
+    this.d.ticket.onFirstToken();
+  }
+
+  /** Served in full: a success for ejection. */
+  ok(): void {
+    this.d.ticket.onEnd();
+    this.p.outliers.success(this.d.replica.id);
+    this.count('ok');
+  }
+
+  /** The engine failed: counts toward ejection. */
+  failed(kind: 'engine' | 'connect' | 'timeout' | 'http', outcome: string): void {
+    this.d.ticket.onError(kind);
+    this.p.outliers.failure(this.d.replica.id);
+    this.count(outcome);
+  }
+
+  /** A 429: an error for the router; for ejection a failure when fast, neutral when slow. */
+  tooManyRequests(elapsedMs: number): void {
+    this.d.ticket.onError('http');
+    this.p.outliers.tooManyRequests(this.d.replica.id, elapsedMs);
+    this.count('http_429');
+  }
+
+  /** Another 4xx: the request's fault, not the engine's (neutral for ejection). */
+  clientError(): void {
+    this.d.ticket.onEnd();
+    this.count('http_4xx');
+  }
+
+  /** A response larger than the proxy relays: an error, but no sign of an unhealthy engine. */
+  tooLarge(): void {
+    this.d.ticket.onError('engine');
+    this.count('too_large');
+  }
+
+  cancelled(): null {
+    this.d.ticket.onCancel();
+    this.count('cancelled');
+    return null;
+  }
+}
+
+/**
  * One engine attempt. Returns null when the request is finished (served, relayed, or the client went
  * away), or what happened when nothing was sent to the client.
  */
 async function attempt(ctx: Ctx, d: RoutedDecision): Promise<NotServed | null> {
   const p = ctx.proxy;
-  const id = d.replica.id;
-  const ticket = d.ticket;
-  const e = p.engine(id);
-  const count = (outcome: string) => p.metrics.attempts.inc({ replica: id, outcome });
+  const e = p.engine(d.replica.id);
   if (!e) {
     // Removed between the decision and now.
-    ticket.onCancel();
+    d.ticket.onCancel();
     return { retryable: true, error: { status: 503, message: 'The chosen engine left the fleet.', type: 'service_unavailable' } };
   }
+  const end = new AttemptEnd(p, d);
   const ac = new AbortController();
   ctx.abort = ac;
   const t0 = p.clock.nowMs();
-  ticket.onStart();
+  d.ticket.onStart();
   let res: Dispatcher.ResponseData;
   try {
     res = await e.pool.request({ path: `${e.basePath}${ctx.path}`, method: 'POST', headers: upstreamHeaders(ctx, e), body: ctx.upstreamBody, signal: ac.signal });
   } catch (err) {
-    if (ctx.clientGone) return cancelled(ctx, d, count);
+    if (ctx.clientGone) return end.cancelled();
     const kind = classify(err);
-    ticket.onError(kind === 'reset' ? 'engine' : kind);
-    p.outliers.failure(id);
-    count(kind);
+    end.failed(kind === 'reset' ? 'engine' : kind, kind);
     if (kind === 'timeout') return { retryable: false, error: { status: 504, message: 'The engine did not answer in time.', type: 'timeout' } };
     if (kind === 'connect') return { retryable: true, error: { status: 503, message: 'No engine could be reached.', type: 'service_unavailable' } };
     return { retryable: true, error: { status: 502, message: 'The engine closed the connection.', type: 'upstream_error' } };
@@ -360,98 +415,71 @@ async function attempt(ctx: Ctx, d: RoutedDecision): Promise<NotServed | null> {
   const status = res.statusCode;
   if (status >= 200 && status < 300) {
     const ct = String(res.headers['content-type'] ?? '');
-    return ct.includes('text/event-stream') ? relayStream(ctx, d, res, count) : relayWhole(ctx, d, res, count);
+    return ct.includes('text/event-stream') ? relayStream(ctx, end, res) : relayWhole(ctx, end, res);
   }
   if (status === 429) {
-    ticket.onError('http');
-    p.outliers.tooManyRequests(id, p.clock.nowMs() - t0);
-    count('http_429');
+    end.tooManyRequests(p.clock.nowMs() - t0);
     return { retryable: true, response: res };
   }
   if (status >= 500) {
-    ticket.onError('http');
-    p.outliers.failure(id);
-    count('http_5xx');
+    end.failed('http', 'http_5xx');
     return { retryable: status === 502 || status === 503 || status === 504, response: res };
   }
-  // Another 4xx: the request's fault, not the engine's (neutral for ejection).
-  ticket.onEnd();
-  count('http_4xx');
+  end.clientError();
   return { retryable: false, response: res };
 }
 
-function cancelled(ctx: Ctx, d: RoutedDecision, count: (o: string) => void): null {
-  d.ticket.onCancel();
-  count('cancelled');
-  return null;
-}
-
 /** SSE: waits for the first chunk (still retryable before it), then relays chunk by chunk. */
-async function relayStream(ctx: Ctx, d: RoutedDecision, res: Dispatcher.ResponseData, count: (o: string) => void): Promise<NotServed | null> {
-  const p = ctx.proxy;
-  const id = d.replica.id;
+async function relayStream(ctx: Ctx, end: AttemptEnd, res: Dispatcher.ResponseData): Promise<NotServed | null> {
   const it = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let next: IteratorResult<Buffer>;
   try {
     next = await it.next();
   } catch {
-    if (ctx.clientGone) return cancelled(ctx, d, count);
+    if (ctx.clientGone) return end.cancelled();
     // The engine failed before its first byte: nothing reached the client, so this is still retryable.
-    d.ticket.onError('engine');
-    p.outliers.failure(id);
-    count('reset');
+    end.failed('engine', 'reset');
     return { retryable: true, error: { status: 502, message: 'The engine closed the connection.', type: 'upstream_error' } };
   }
   const out = ctx.res;
   if (ctx.clientGone) {
     res.body.destroy();
-    return cancelled(ctx, d, count);
+    return end.cancelled();
   }
   ctx.status = res.statusCode;
   out.writeHead(res.statusCode, clientHeaders(ctx, res, { 'cache-control': 'no-cache' }));
-  if (next.done) {
-    // An empty stream: nothing to call a first token.
-    d.ticket.onEnd();
-    p.outliers.success(id);
-    count('ok');
-    out.end();
-    return null;
-  }
-  d.ticket.onFirstToken();
-  try {
-    while (!next.done) {
-      const wait = writeChunk(out, next.value);
-      if (wait) await wait;
-      if (ctx.clientGone) break;
-      next = await it.next();
+  if (!next.done) {
+    end.firstToken();
+    try {
+      while (!next.done) {
+        const wait = writeChunk(out, next.value);
+        if (wait) await wait;
+        if (ctx.clientGone) break;
+        next = await it.next();
+      }
+    } catch {
+      if (ctx.clientGone) return end.cancelled();
+      // After the first byte: no retry. The client gets an SSE error event and the end of the stream.
+      end.failed('engine', 'midstream');
+      ctx.proxy.log.warn('engine-failed-midstream', { id: ctx.id, replica: ctx.replica });
+      const event = { error: { message: 'The engine failed while streaming the response.', type: 'upstream_error', param: null, code: 'engine_failed' } };
+      out.end(`data: ${JSON.stringify(event)}\n\n`);
+      return null;
     }
-  } catch {
-    if (ctx.clientGone) return cancelled(ctx, d, count);
-    // After the first byte: no retry. The client gets an SSE error event and the end of the stream.
-    d.ticket.onError('engine');
-    p.outliers.failure(id);
-    count('midstream');
-    p.log.warn('engine-failed-midstream', { id: ctx.id, replica: id });
-    const event = { error: { message: 'The engine failed while streaming the response.', type: 'upstream_error', param: null, code: 'engine_failed' } };
-    out.end(`data: ${JSON.stringify(event)}\n\n`);
-    return null;
+    if (ctx.clientGone) {
+      res.body.destroy();
+      return end.cancelled();
+    }
   }
-  if (ctx.clientGone) {
-    res.body.destroy();
-    return cancelled(ctx, d, count);
-  }
-  d.ticket.onEnd();
-  p.outliers.success(id);
-  count('ok');
+  // (An empty stream ends here too, with no first token to report.)
+  end.ok();
   out.end();
   return null;
 }
 
 /** A non-streamed 2xx: read whole (bounded), then sent with its length. */
-async function relayWhole(ctx: Ctx, d: RoutedDecision, res: Dispatcher.ResponseData, count: (o: string) => void): Promise<NotServed | null> {
-  const p = ctx.proxy;
-  const id = d.replica.id;
-  const max = p.config.limits.maxResponseBytes;
+async function relayWhole(ctx: Ctx, end: AttemptEnd, res: Dispatcher.ResponseData): Promise<NotServed | null> {
+  const max = ctx.proxy.config.limits.maxResponseBytes;
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -459,24 +487,19 @@ async function relayWhole(ctx: Ctx, d: RoutedDecision, res: Dispatcher.ResponseD
       size += c.length;
       if (size > max) {
         res.body.destroy();
-        d.ticket.onError('engine');
-        count('too_large');
+        end.tooLarge();
         return { retryable: false, error: { status: 502, message: 'The engine response is larger than this proxy relays.', type: 'upstream_error' } };
       }
       chunks.push(c);
     }
   } catch {
-    if (ctx.clientGone) return cancelled(ctx, d, count);
-    d.ticket.onError('engine');
-    p.outliers.failure(id);
-    count('reset');
+    if (ctx.clientGone) return end.cancelled();
     // Nothing reached the client yet: retryable like a failure before the response.
+    end.failed('engine', 'reset');
     return { retryable: true, error: { status: 502, message: 'The engine failed while sending the response.', type: 'upstream_error' } };
   }
-  if (ctx.clientGone) return cancelled(ctx, d, count);
-  d.ticket.onEnd();
-  p.outliers.success(id);
-  count('ok');
+  if (ctx.clientGone) return end.cancelled();
+  end.ok();
   ctx.status = res.statusCode;
   const body = Buffer.concat(chunks, size);
   ctx.res.writeHead(res.statusCode, { ...clientHeaders(ctx, res), 'content-length': String(body.length) });
