@@ -164,6 +164,8 @@ export function decodeKvEventBatch(payload: Uint8Array, limits: DecodeLimits): D
 
 /** The general decoder: msgpackr, then validation of the decoded values (every rejection comes from here). */
 export function decodeKvEventBatchGeneral(payload: Uint8Array, limits: DecodeLimits): DecodeResult {
+  // msgpackr refuses a view into a SharedArrayBuffer ("source must be an ArrayBuffer"): a copy.
+  if (payload.buffer instanceof SharedArrayBuffer) payload = new Uint8Array(payload);
   let root: unknown;
   try {
     root = unpackr.unpack(payload);

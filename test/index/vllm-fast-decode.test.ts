@@ -52,8 +52,15 @@ test('toy-engine batches in both encodings: the fast path takes them all and agr
   }
 });
 
-test('decodeKvEventBatch returns the same results through either path', () => {
-  for (const p of engineBatches(3, 100, 'map')) assert.equal(decodeKvEventBatch(p, LIMITS), decodeKvEventBatchGeneral(p, LIMITS));
+test('decodeKvEventBatch returns the same results through either path, payloads in SharedArrayBuffers too', () => {
+  for (const p of engineBatches(3, 100, 'map')) {
+    assert.equal(decodeKvEventBatch(p, LIMITS), decodeKvEventBatchGeneral(p, LIMITS));
+    // A view at an offset into shared memory (the pooled ingest shares such payloads with its workers).
+    const shared = new Uint8Array(new SharedArrayBuffer(p.length + 3)).subarray(3);
+    shared.set(p);
+    assert.equal(decodeKvEventBatchGeneral(shared, LIMITS), decodeKvEventBatchGeneral(p, LIMITS));
+    assert.equal(decodeKvEventBatch(shared, LIMITS), decodeKvEventBatch(p, LIMITS));
+  }
 });
 
 test('edge shapes: declined or equal (floats, wide ints, non-ASCII, odd keys, extra fields, limits)', () => {
