@@ -5,20 +5,12 @@ import { spawnSync } from 'node:child_process';
 import { availableBackends, loadBackend, loadKernelsSync } from '../src/kernels/select.ts';
 import { ABI_VERSION } from '../src/kernels/abi.ts';
 import { DystroError } from '../src/errors.ts';
+import { code } from './helpers/errors.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const { attempts } = availableBackends();
 const loaded = (name: string) => attempts.some((a) => a.backend === name && a.loaded);
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    assert.instance(e, DystroError);
-    return (e as DystroError).code;
-  }
-  assert.unreachable('expected a DystroError');
-}
 
 test('auto picks wasm, then native, then js, and reports why others did not load', () => {
   const sel = loadKernelsSync({ env: {} });

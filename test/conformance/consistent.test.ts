@@ -12,6 +12,7 @@ import { lnPortable } from '../../src/kernels/js/index.ts';
 import { NO_NODE, Status, type KernelBackend } from '../../src/kernels/abi.ts';
 import { DystroError } from '../../src/errors.ts';
 import { createRng } from '../../src/rng.ts';
+import { code } from '../helpers/errors.ts';
 
 const require = createRequire(import.meta.url);
 const HashRingPeer = require('hashring');
@@ -22,15 +23,6 @@ function randomKeys(seed: number, n: number): BigUint64Array {
   return BigUint64Array.from({ length: n }, () => rng.u64());
 }
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    assert.instance(e, DystroError);
-    return (e as DystroError).code;
-  }
-  assert.unreachable('expected a DystroError');
-}
 
 function consistentSuite(k: KernelBackend) {
   const test = suite(`consistent hashing [${k.name}]`);

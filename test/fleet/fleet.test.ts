@@ -5,21 +5,13 @@ import { Fleet } from '../../src/fleet/fleet.ts';
 import { sanitizeField } from '../../src/fleet/load.ts';
 import { FakeClock } from '../../src/clock.ts';
 import { DystroError } from '../../src/errors.ts';
+import { code } from '../helpers/errors.ts';
 
 const pools = [
   { id: 'h100', accelerator: 'H100', tensorParallel: 1, model: 'llama-3-8b', kvCapacityBlocks: 26_000 },
   { id: 'h200', accelerator: 'H200', tensorParallel: 1, model: 'llama-3-8b', kvCapacityBlocks: 52_000, loras: ['sql'] },
 ];
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    assert.instance(e, DystroError);
-    return (e as DystroError).code;
-  }
-  assert.unreachable('expected a DystroError');
-}
 
 test('snapshots are immutable and swapped on each membership change', () => {
   const fleet = new Fleet({ pools, replicas: [{ id: 'a', pool: 'h100', address: 'http://127.0.0.1:9001' }] });
