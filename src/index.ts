@@ -6,7 +6,7 @@
 
 // The router (DESIGN §1–§2, §4).
 export { createRouter, Router } from './router/router.js';
-export type { AttachableIngest, RouterOptions } from './router/router.js';
+export type { AttachableIngest, RouteOptions, RouterOptions } from './router/router.js';
 export type {
   CandidateExplanation,
   Decision,

@@ -20,7 +20,8 @@
  * Retries happen only before the first byte reaches the client, for failures that say the engine did
  * not take the request (connect errors, resets, 429, 502, 503, 504), within the retry budget, at most
  * retry.maxRetries times, never for bodies over retry.maxBodyBytes, and on another replica: the ones
- * already tried are excluded. A timeout is not retried: the engine may still be working on it.
+ * already tried are excluded (router.route(req, { exclude })). A timeout is not retried: the engine
+ * may still be working on it.
  *
  * Tenancy. The tenant comes from the API key alone. Its salt goes to the router (`tenant`: the block
  * hashes' namespace), to the engine in `tenantHeader`, and as vLLM's `cache_salt` in the body (a
@@ -234,9 +235,9 @@ async function serve(ctx: Ctx): Promise<void> {
         return await answerFailure(ctx, failed);
       }
       holdsRetry = true;
-      const next = routeExcluding(p, ctx.routeReq, tried);
-      if (next.kind === 'shed' || (next.kind === 'route' && tried.has(next.replica.id))) {
-        if (next.kind === 'route') next.ticket.onCancel();
+      // The router skips the replicas this request already failed on (a queued retry keeps that too).
+      const next = p.router.route(ctx.routeReq, { exclude: [...tried] });
+      if (next.kind === 'shed') {
         p.metrics.retries.inc({ outcome: 'no_replica' });
         return await answerFailure(ctx, failed);
       }
@@ -258,32 +259,6 @@ function noRetryReason(ctx: Ctx, failed: NotServed, holdsRetry: boolean): string
   if (ctx.upstreamBody.length > p.config.retry.maxBodyBytes) return 'body_too_large';
   if (!holdsRetry && !p.budget.tryRetry()) return 'budget';
   return null;
-}
-
-/**
- * A decision that avoids the replicas this request already failed on. Usually the policy picks
- * another one by itself (the failure ended the ticket with an error); when it picks a failed one again
- * (a deterministic policy, a prefix held only there), those replicas are marked unhealthy for the
- * length of this one synchronous route() call, so no other decision can see it. A router hook
- * (route(req, { exclude })) would make this cheaper; see the proxy's notes.
- */
-function routeExcluding(p: Proxy, req: RouteRequest, tried: Set<string>): Decision {
-  const d = p.router.route(req);
-  if (d.kind !== 'route' || !tried.has(d.replica.id)) return d;
-  d.ticket.onCancel();
-  const restore: string[] = [];
-  for (const id of tried) {
-    const r = p.router.fleet.snapshot().byId.get(id);
-    if (r && r.health === 'healthy') {
-      p.router.setHealth(id, 'unhealthy');
-      restore.push(id);
-    }
-  }
-  try {
-    return p.router.route(req);
-  } finally {
-    for (const id of restore) if (p.router.fleet.snapshot().byId.has(id)) p.router.setHealth(id, 'healthy');
-  }
 }
 
 function classify(err: unknown): Failure {

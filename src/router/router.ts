@@ -40,6 +40,12 @@ import type {
   Ticket,
 } from './types.js';
 
+/** Per-decision options of route(). */
+export interface RouteOptions {
+  /** Replica ids this request must not go to (a retry after failing there); none when empty. */
+  readonly exclude?: readonly string[];
+}
+
 export interface RouterOptions {
   pools: readonly PoolSpec[];
   replicas?: readonly ReplicaSpec[];
@@ -247,6 +253,10 @@ export class Router {
   private drainer: AttachableIngest | null = null;
   private detachIngest: (() => void) | null = null;
   private ingestErrors?: (slot: number, err: unknown) => void;
+  /** The current decision's excluded replica ids (route()'s options), null for none. */
+  private exclude: readonly string[] | null = null;
+  /** Exclusions of queued requests, for their retry from the class queue. */
+  private readonly queuedExclude = new WeakMap<RouteRequest, readonly string[]>();
 
   constructor(options: RouterOptions) {
     if (options === null || typeof options !== 'object') fail('DYSTRO_ERR_INVALID_CONFIG', 'options', 'an object', options);
@@ -536,10 +546,13 @@ export class Router {
 
   /**
    * Decides where a request goes. Synchronous. Throws only for malformed requests (typed errors);
-   * "nothing can serve this" is a shed decision, never an exception.
+   * "nothing can serve this" is a shed decision, never an exception. `options.exclude`: replica ids
+   * this request must not go to (a proxy's retry after failing there); a queued decision keeps them.
    */
-  route(req: RouteRequest): Decision {
+  route(req: RouteRequest, options?: RouteOptions): Decision {
     const t0 = performance.now();
+    const exclude = options?.exclude;
+    this.exclude = exclude !== undefined && exclude.length > 0 ? exclude : null;
     // Pooled ingest: records the workers produced since the last decision, at most a bounded batch.
     if (this.drainer !== null) this.drainer.drain!();
     this.checkRequest(req);
@@ -684,6 +697,7 @@ export class Router {
     if (s.candGen[slot] === s.gen) return s.candIndex[slot];
     const r = snapshot.bySlot[slot];
     if (!r || r.drained || r.health !== 'healthy' || r.pool.model !== req.model) return -1;
+    if (this.exclude !== null && this.exclude.includes(r.id)) return -1;
     if (req.lora && !r.pool.loras.has(req.lora)) return -1;
     if (s.promptTokens + s.outputTokens > r.pool.maxContextTokens) return -1;
     return s.candidateOf(slot, r.pool);
@@ -714,7 +728,8 @@ export class Router {
     // Nobody meets the SLO now: queue if the class queue has room, else shed.
     const waitMs = Math.max(1, s.predictedTtftMs[best] - sloClass.ttftMs);
     if (!this.admission.draining && sloClass.queueLimit > 0 && this.admission.queueLength(sloClass) < sloClass.queueLimit) {
-      return this.admission.enqueue(sloClass, req, this.acting.name, (r) => this.route(r));
+      if (this.exclude !== null) this.queuedExclude.set(req, this.exclude);
+      return this.admission.enqueue(sloClass, req, this.acting.name, (r) => this.route(r, { exclude: this.queuedExclude.get(r) }));
     }
     if (sloClass.routeOverSlo && !this.admission.draining) return this.commit(s, chosen >= 0 ? chosen : best, sloClass);
     return this.shed(s, sloClass, sloClass.queueLimit > 0 ? 'queue-full' : 'slo-unmeetable', Math.ceil(waitMs));
