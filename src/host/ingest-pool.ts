@@ -566,7 +566,7 @@ export class IngestPool implements AttachableIngest {
     if (this.closed) return;
     for (const s of this.shards) this.flushIngest(s);
     await Promise.all(this.shards.map((s) => this.runOn(s, { op: 'close' }).catch(() => undefined)));
-    while (this.drain(this.index, 1 << 20) > 0);
+    while (this.drain(this.index, this.timerSliceRecords) > 0) await new Promise<void>((r) => setImmediate(r));
     this.closed = true;
     if (this.loopTimer) clearTimeout(this.loopTimer);
     if (this.loopImmediate) clearImmediate(this.loopImmediate);
