@@ -6,7 +6,9 @@
  * Engine hashes are opaque ids (vLLM's own hash depends on its hash setting and PYTHONHASHSEED), so the
  * router computes its own chained hash from each BlockStored's token ids — the same chain a request's
  * prompt gets (PrefixHasher): block 0 of a chain is seeded with the replica's namespace seed (model,
- * LoRA adapter, tenant), a later block with its parent's router hash. The map engine hash → router hash
+ * LoRA adapter, tenant — the request's cache salt when the BlockStored carries one, as vLLM reports a
+ * `cache_salt` in the first block's extra_keys, else the replica's configured tenant), a later block
+ * with its parent's router hash. The map engine hash → router hash
  * (and the tiers holding the block) is what lets BlockRemoved, which carries engine hashes only, find
  * the router's entry.
  *
@@ -44,6 +46,9 @@ import { WordTable } from './word-table.js';
 import type { KvEvent, KvEventBatch } from './vllm-events.js';
 
 export const DEFAULT_MAX_ENTRIES_PER_REPLICA = 262_144;
+
+/** Most tenant seeds cached per LoRA adapter. */
+const MAX_SEEDS_PER_LORA = 100_000;
 
 export interface ReplicaNamespace {
   model: string;
@@ -130,7 +135,8 @@ export class ReplicaState {
   private readonly rankKeys = new Map<number, number>();
   /** Ranks known to be incomplete (absent = complete). */
   private readonly incomplete = new Set<number>();
-  private readonly seeds = new Map<string, bigint>();
+  /** Namespace seeds by LoRA adapter, then tenant. */
+  private readonly seeds = new Map<string, Map<string, bigint>>();
   private scratch = new BigUint64Array(64);
   private scratchWords = wordsOf(this.scratch);
 
@@ -205,7 +211,7 @@ export class ReplicaState {
     if (n === 0) return;
     let seed: bigint;
     if (ev.parent === null) {
-      seed = this.seedOf(ev.loraName, ev.loraId);
+      seed = this.seedOf(ev.loraName, ev.loraId, ev.salt ?? null);
     } else {
       const parent = keys.find(Number(ev.parent & 0xffffffffn), Number((ev.parent >> 32n) & 0xffffffffn), rg);
       if (parent < 0) {
@@ -302,12 +308,17 @@ export class ReplicaState {
     out.pushWords(CLEAR, 0, this.replica, 0, 0);
   }
 
-  private seedOf(loraName: string | null, loraId: number | null): bigint {
+  /** The seed of a chain's block 0: the event's salt is its tenant, the configured tenant when it has none. */
+  private seedOf(loraName: string | null, loraId: number | null, salt: string | null): bigint {
     const lora = loraName ?? (loraId === null ? '' : (this.loraNameOfId?.(loraId) ?? String(loraId)));
-    let s = this.seeds.get(lora);
+    const tenant = salt ?? this.namespace.tenant ?? '';
+    let byTenant = this.seeds.get(lora);
+    if (byTenant === undefined) this.seeds.set(lora, (byTenant = new Map()));
+    let s = byTenant.get(tenant);
     if (s === undefined) {
-      s = this.hasher.namespaceSeed({ model: this.namespace.model, lora, tenant: this.namespace.tenant ?? '' }) & U64;
-      this.seeds.set(lora, s);
+      s = this.hasher.namespaceSeed({ model: this.namespace.model, lora, tenant }) & U64;
+      // Salts come from requests: the cache stays bounded (past the cap a seed is computed each time).
+      if (byTenant.size < MAX_SEEDS_PER_LORA) byTenant.set(tenant, s);
     }
     return s;
   }

@@ -108,6 +108,13 @@ export interface BlockStoredEvent {
   loraId: number | null;
   /** KV cache group (hybrid models); 0 when absent. */
   group: number;
+  /**
+   * The request's cache salt (the tenant) when the chain starts here: vLLM puts a request's `cache_salt`
+   * in `extra_keys` of its first block, read as the first element of extra_keys[0] when that is a
+   * string. Null when the parent is not null, or extra_keys is absent or has another shape (other
+   * shapes are ignored, never rejected).
+   */
+  salt: string | null;
 }
 
 export interface BlockRemovedEvent {
@@ -229,7 +236,7 @@ interface Fields {
 }
 
 // Positions in the array_like encoding (0 is the tag).
-const STORED = { block_hashes: 1, parent_block_hash: 2, token_ids: 3, block_size: 4, lora_id: 5, medium: 6, lora_name: 7, group_idx: 9 };
+const STORED = { block_hashes: 1, parent_block_hash: 2, token_ids: 3, block_size: 4, lora_id: 5, medium: 6, lora_name: 7, extra_keys: 8, group_idx: 9 };
 const REMOVED = { block_hashes: 1, medium: 2, group_idx: 3 };
 // Fewest fields (tag included) a positional event of each type needs: through block_size, through
 // block_hashes, the tag alone. Fields after these were added by later vLLM releases and may be absent.
@@ -281,7 +288,16 @@ function eventOf(raw: unknown, i: number, limits: DecodeLimits): KvEvent {
     loraName: (loraName as string | null | undefined) ?? null,
     loraId: (loraId as number | null | undefined) ?? null,
     group: groupOf(f.get('group_idx', STORED.group_idx), i),
+    salt: parent === null ? saltOf(f.get('extra_keys', STORED.extra_keys)) : null,
   };
+}
+
+/** The cache salt in a chain's first block: extra_keys[0][0] when it is a string; null for any other shape. */
+export function saltOf(extraKeys: unknown): string | null {
+  if (!Array.isArray(extraKeys) || extraKeys.length === 0) return null;
+  const first: unknown = extraKeys[0];
+  if (!Array.isArray(first) || first.length === 0) return null;
+  return typeof first[0] === 'string' ? first[0] : null;
 }
 
 function tierOf(medium: unknown, i: number): number {

@@ -192,7 +192,8 @@ const K_LORA_ID = 5;
 const K_MEDIUM = 6;
 const K_LORA_NAME = 7;
 const K_GROUP = 8;
-const EVENT_KEYS = keyTable(['type', 'block_hashes', 'parent_block_hash', 'token_ids', 'block_size', 'lora_id', 'medium', 'lora_name', 'group_idx']);
+const K_EXTRA = 9;
+const EVENT_KEYS = keyTable(['type', 'block_hashes', 'parent_block_hash', 'token_ids', 'block_size', 'lora_id', 'medium', 'lora_name', 'group_idx', 'extra_keys']);
 const K_TS = 0;
 const K_EVENTS = 1;
 const K_RANK = 2;
@@ -547,6 +548,41 @@ function readOptionalAscii(): string | null {
   return isNil() ? null : readAscii();
 }
 
+/**
+ * extra_keys of a BlockStored: returns extra_keys[0][0] when it is a str (the cache salt, if the chain
+ * starts here), null for any other shape; every other part is skipped (and checked) as `skip()` would,
+ * at the same depths, so exactly the payloads skip() accepts are accepted (saltOf in vllm-events.ts is
+ * the general decoder's reading).
+ */
+function readExtraKeys(): string | null {
+  const at = pos;
+  const n = arrayHeader();
+  if (n <= 0) {
+    pos = at;
+    skip();
+    return null;
+  }
+  let salt: string | null = null;
+  const first = pos;
+  const m = arrayHeader();
+  if (m > 0) {
+    const s = pos;
+    if (strHeader() >= 0) {
+      pos = s;
+      salt = readAscii(); // non-ASCII bails, as skip() does
+    } else {
+      pos = s;
+      skip(2);
+    }
+    for (let j = 1; j < m; j++) skip(2);
+  } else {
+    pos = first;
+    skip(1);
+  }
+  for (let k = 1; k < n; k++) skip(1);
+  return salt;
+}
+
 /** The tag of an event (a str at `pos`, consumed), or bails. */
 function readTag(): 'stored' | 'removed' | 'cleared' {
   const at = pos;
@@ -564,13 +600,13 @@ let evHashCount = 0;
 let evTokenStart = 0;
 let evTokenCount = 0;
 
-function stored(hashStart: number, hashCount: number, parent: bigint | null, tokenStart: number, tokenCount: number, blockSize: number, loraId: number | null, tier: number, loraName: string | null, group: number, limits: DecodeLimits): KvEvent {
+function stored(hashStart: number, hashCount: number, parent: bigint | null, tokenStart: number, tokenCount: number, blockSize: number, loraId: number | null, tier: number, loraName: string | null, group: number, extraSalt: string | null, limits: DecodeLimits): KvEvent {
   if (blockSize !== limits.blockSize || tokenCount !== hashCount * blockSize) bail();
   evHashStart = hashStart;
   evHashCount = hashCount;
   evTokenStart = tokenStart;
   evTokenCount = tokenCount;
-  return { kind: 'stored', hashes: NO_HASHES, parent, tokens: NO_TOKENS, tier, loraName, loraId, group };
+  return { kind: 'stored', hashes: NO_HASHES, parent, tokens: NO_TOKENS, tier, loraName, loraId, group, salt: parent === null ? extraSalt : null };
 }
 
 function removed(hashStart: number, hashCount: number, tier: number, group: number): KvEvent {
@@ -603,10 +639,11 @@ function readPositionalEvent(arity: number, limits: DecodeLimits): KvEvent {
     const loraId = arity > 5 ? readOptionalInt() : null;
     const tier = arity > 6 ? readTier() : GPU;
     const loraName = arity > 7 ? readOptionalAscii() : null;
-    if (arity > 8) skip(); // extra_keys: the router hashes the tokens, not the engine's extra keys
+    // extra_keys: only the cache salt of a chain's first block is kept (the router hashes the tokens itself)
+    const extraSalt = arity > 8 ? readExtraKeys() : null;
     const group = arity > 9 ? readGroup() : 0;
     for (let k = 10; k < arity; k++) skip();
-    return stored(hashStart, hashCount, parent, tokenStart, tokenCount, blockSize, loraId, tier, loraName, group, limits);
+    return stored(hashStart, hashCount, parent, tokenStart, tokenCount, blockSize, loraId, tier, loraName, group, extraSalt, limits);
   }
   if (tag === 'removed') {
     if (arity < 2) bail();
@@ -638,6 +675,7 @@ function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
   let tier = GPU;
   let loraName: string | null = null;
   let group = 0;
+  let extraSalt: string | null = null;
   for (let e = 0; e < entries; e++) {
     switch (readKey(EVENT_KEYS)) {
       case K_TYPE:
@@ -669,6 +707,9 @@ function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
       case K_GROUP:
         group = readGroup();
         break;
+      case K_EXTRA:
+        extraSalt = readExtraKeys();
+        break;
       default:
         skip();
     }
@@ -677,7 +718,7 @@ function readMapEvent(entries: number, limits: DecodeLimits): KvEvent {
   if (hashCount < 0) return bail();
   if (tag === 'removed') return removed(hashStart, hashCount, tier, group);
   if (tag !== 'stored' || tokenCount < 0 || blockSize === undefined) return bail();
-  return stored(hashStart, hashCount, parent, tokenStart, tokenCount, blockSize, loraId, tier, loraName, group, limits);
+  return stored(hashStart, hashCount, parent, tokenStart, tokenCount, blockSize, loraId, tier, loraName, group, extraSalt, limits);
 }
 
 function readEvents(limits: DecodeLimits): { events: KvEvent[]; blocks: number } {

@@ -161,6 +161,39 @@ test('a tenant salt travels as the first block’s extra_keys (vLLM’s cache_sa
   }
 });
 
+for (const encoding of ['array', 'map'] as const) {
+  test(`${encoding}: KvEventIngest + PrefixIndex index a salted chain under its salt: found for that tenant only`, async () => {
+    const e = await startEngineEmulator({ timeScale: 0.02, encoding });
+    // The replica's configured namespace has no tenant: only the events' salts can put the chains under one.
+    const { ingest, index } = withIngest(e);
+    const depthAs = (prompt: number[], tenant?: string) => index.match(routerHashes(Uint32Array.from(prompt), MODEL, tenant), index.newMatchResult()).depthOf(0);
+    try {
+      await synced(e, () => ingest.replicaState(0) === 'synced');
+      const salted = randomPrompt(70); // 4 full blocks
+      await complete(e, salted, 1, { 'x-dystro-tenant': 'acme' });
+      await e.eventsFlushed();
+      await until('the salted chain in the index', () => depthAs(salted, 'acme') === 4);
+      assert.is(depthAs(salted), 0, 'not under the empty tenant');
+      assert.is(depthAs(salted, 'globex'), 0, 'not under another tenant');
+      // An unsalted request: under the configured (empty) tenant, not under a salt.
+      const plain = randomPrompt(50); // 3 full blocks
+      await complete(e, plain, 1);
+      await e.eventsFlushed();
+      await until('the unsalted chain in the index', () => depthAs(plain) === 3);
+      assert.is(depthAs(plain, 'acme'), 0);
+      // The same prompt under a second tenant: its own chain, the first one's stays.
+      await complete(e, salted, 1, { 'x-dystro-tenant': 'globex' });
+      await e.eventsFlushed();
+      await until('the second tenant’s chain', () => depthAs(salted, 'globex') === 4);
+      assert.is(depthAs(salted, 'acme'), 4);
+      assert.is(depthAs(salted), 0);
+    } finally {
+      await ingest.close();
+      await e.close();
+    }
+  });
+}
+
 test('KvEventIngest + PrefixIndex: the index holds the router’s hashes of the prompt; a repeated prompt matches its blocks', async () => {
   const e = await startEngineEmulator({ timeScale: 0.02 });
   const { ingest, depth, index } = withIngest(e);

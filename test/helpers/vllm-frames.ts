@@ -21,6 +21,8 @@ export interface StoredSpec {
   loraId?: number | null;
   medium?: string | null;
   loraName?: string | null;
+  /** extra_keys as sent (vLLM: one entry per block; a cache salt is in the first block's entry). */
+  extraKeys?: unknown;
   groupIdx?: number | null;
 }
 
@@ -50,7 +52,9 @@ function storedFields(e: StoredSpec): [string, unknown][] {
     ['medium', e.medium === undefined ? 'GPU' : e.medium],
     ['lora_name', e.loraName ?? null],
   ];
-  if (e.groupIdx !== undefined && e.groupIdx !== null) f.push(['extra_keys', null], ['group_idx', e.groupIdx]);
+  const extra = e.extraKeys ?? null;
+  if (e.groupIdx !== undefined && e.groupIdx !== null) f.push(['extra_keys', extra], ['group_idx', e.groupIdx]);
+  else if (extra !== null) f.push(['extra_keys', extra]);
   return f;
 }
 

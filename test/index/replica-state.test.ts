@@ -20,7 +20,7 @@ function batch(...events: KvEvent[]): KvEventBatch {
 }
 
 function stored(hashes: bigint[], parent: bigint | null, tokens: number[], extra: Partial<Extract<KvEvent, { kind: 'stored' }>> = {}): KvEvent {
-  return { kind: 'stored', hashes: BigUint64Array.from(hashes), parent, tokens: Uint32Array.from(tokens), tier: TIER_GPU, loraName: null, loraId: null, group: 0, ...extra };
+  return { kind: 'stored', hashes: BigUint64Array.from(hashes), parent, tokens: Uint32Array.from(tokens), tier: TIER_GPU, loraName: null, loraId: null, group: 0, salt: null, ...extra };
 }
 
 function removed(hashes: bigint[], tier = TIER_GPU, group = 0): KvEvent {
@@ -49,6 +49,23 @@ test('a chain stored in pieces gets the same router hashes as the whole prompt h
   s.applyBatch(batch(stored([103n], 102n, prompt.slice(8, 12)), stored([104n], 103n, prompt.slice(12, 16))), 0, out);
   assert.equal(recs(out), chain.map((h) => [OP_STORE, TIER_GPU, 3, h]));
   assert.is(s.routerHashOf(0, 0, 104n), chain[3]);
+});
+
+test('a chain’s cache salt is the tenant of its namespace seed; without one the configured tenant is', () => {
+  const s = state();
+  const out = new RecordBuffer();
+  const under = (tenant: string, lora = '') => [...hasher.hashTokens(prompt.slice(0, 8), hasher.namespaceSeed({ model: 'llama', lora, tenant }))];
+  s.applyBatch(batch(stored([1n, 2n], null, prompt.slice(0, 8), { salt: 'acme' })), 0, out);
+  assert.equal(recs(out).map((r) => r[3]), under('acme'));
+  // A continuation of the salted chain follows its parent's router hash (its own salt field is not consulted).
+  s.applyBatch(batch(stored([3n], 2n, prompt.slice(8, 12), { salt: 'ignored' })), 0, out);
+  assert.equal(recs(out).map((r) => r[3]), [hasher.hashTokens(prompt.slice(8, 12), under('acme')[1])[0]]);
+  // No salt: the configured tenant; the empty salt is the empty tenant; salts per adapter.
+  s.applyBatch(batch(stored([4n, 5n], null, prompt.slice(0, 8)), stored([6n, 7n], null, prompt.slice(0, 8), { salt: '' }), stored([8n, 9n], null, prompt.slice(0, 8), { salt: 'acme', loraName: 'sql' }), stored([10n, 11n], null, prompt.slice(0, 8), { salt: 'globex' })), 0, out);
+  assert.equal(recs(out).map((r) => r[3]), [...under('t1'), ...under(''), ...under('acme', 'sql'), ...under('globex')]);
+  // Cached seeds per (lora, tenant): a second round gives the same hashes (already stored: no new records).
+  s.applyBatch(batch(stored([12n, 13n], null, prompt.slice(0, 8), { salt: 'acme' })), 0, out);
+  assert.equal(s.routerHashOf(0, 0, 13n), under('acme')[1]);
 });
 
 test('the LoRA adapter is part of the namespace: lora_name, else lora_id (mapped, or its decimal string)', () => {

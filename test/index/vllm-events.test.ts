@@ -65,6 +65,7 @@ test('both encodings of the same batch decode to the same events; unknown map ke
     loraName: 'sql',
     loraId: 3,
     group: 2,
+    salt: null,
   });
   assert.equal(a.events[1], { kind: 'removed', hashes: BigUint64Array.of(h64Raw(Uint8Array.of(9, 9, 9), 0n)), tier: TIER_GPU, group: 2 });
   assert.equal(a.events[2], { kind: 'cleared' });
@@ -76,6 +77,37 @@ test('both encodings of the same batch decode to the same events; unknown map ke
     ]),
   );
   assert.equal(ok(extra).events, [{ kind: 'cleared' }]);
+});
+
+test('a chain’s first block carries its cache salt in extra_keys[0][0], in both encodings; other shapes are ignored', () => {
+  const base = { type: 'BlockStored' as const, hashes: [1, 2], tokens: [1, 2, 3, 4, 5, 6, 7, 8], blockSize: 4 };
+  const saltOfEvent = (spec: EventSpec, encoding: 'array' | 'map') => {
+    const b = ok(encodeBatch(1, [spec], encoding));
+    const e = b.events[0];
+    if (e.kind !== 'stored') throw new Error('not stored');
+    return e.salt;
+  };
+  for (const encoding of ['array', 'map'] as const) {
+    assert.is(saltOfEvent({ ...base, parent: null, extraKeys: [['tenant-a'], null] }, encoding), 'tenant-a');
+    assert.is(saltOfEvent({ ...base, parent: null, extraKeys: [['tenant-a'], null], groupIdx: 1 }, encoding), 'tenant-a');
+    assert.is(saltOfEvent({ ...base, parent: null, extraKeys: [['s', 'more', 3], [1]] }, encoding), 's');
+    assert.is(saltOfEvent({ ...base, parent: null, extraKeys: [[''], null] }, encoding), '');
+    assert.is(saltOfEvent({ ...base, parent: null, extraKeys: [['ünïcode'], null] }, encoding), 'ünïcode');
+    // A parent: the salt is not this event's (only a chain's first block seeds the namespace).
+    assert.is(saltOfEvent({ ...base, parent: 9, extraKeys: [['tenant-a'], null] }, encoding), null);
+    assert.is(saltOfEvent({ ...base, parent: null }, encoding), null);
+    // Shapes that are not a salt: ignored, the batch still decodes.
+    for (const extraKeys of [[null, null], [[7], null], [[null, 'x'], null], [[], null], [], 'x', 5, [['x'.repeat(3)].map((x) => Uint8Array.of(x.length))], [[['nested']]], [new Map([['a', 1]])], new Map([['a', 'b']])]) {
+      assert.is(saltOfEvent({ ...base, parent: null, extraKeys }, encoding), null, JSON.stringify(extraKeys, (_, v) => (v instanceof Map ? [...v] : v)));
+    }
+  }
+  // Both encodings decode to the same events, salt included.
+  const events: EventSpec[] = [{ ...base, parent: null, extraKeys: [['acme'], null] }, { ...base, hashes: [3], tokens: [9, 9, 9, 9], parent: 2, extraKeys: [null] }];
+  assert.equal(ok(encodeBatch(2, events, 'array')), ok(encodeBatch(2, events, 'map')));
+  assert.equal(
+    ok(encodeBatch(2, events, 'array')).events.map((e) => (e.kind === 'stored' ? e.salt : undefined)),
+    ['acme', null],
+  );
 });
 
 test('older positional layouts: tails absent (no lora_name, no medium, no lora_id); rank absent', () => {

@@ -31,7 +31,10 @@ function agrees(p: Uint8Array, limits = LIMITS): 'fast' | 'general' {
   return 'fast';
 }
 
-function engineBatches(seed: number, n: number, encoding: 'array' | 'map'): Uint8Array[] {
+/** extra_keys an engine may send with a stored event: a cache salt on the first block, other shapes, none. */
+const EXTRA_KEYS: unknown[] = [undefined, [['tenant-a'], null], [['b', 'lora-x', 3], [1]], [[7], null], [null], [[], null], [['ünï'], null]];
+
+function engineBatches(seed: number, n: number, encoding: 'array' | 'map', salted = false): Uint8Array[] {
   const rng = createRng(seed);
   const engine = new EngineSim(createRng(seed + 1), BS);
   const out: Uint8Array[] = [];
@@ -39,7 +42,10 @@ function engineBatches(seed: number, n: number, encoding: 'array' | 'map'): Uint
     const events: EventSpec[] = [];
     for (let k = 1 + rng.int(4); k > 0; k--) {
       const x = rng.int(10);
-      events.push(x < 6 ? engine.store() : x < 9 ? (engine.remove() ?? engine.store()) : engine.clear());
+      const ev = x < 6 ? engine.store() : x < 9 ? (engine.remove() ?? engine.store()) : engine.clear();
+      // Salts (extra_keys) on any stored event: the decoders keep one only where the parent is null.
+      if (salted && ev.type === 'BlockStored') ev.extraKeys = EXTRA_KEYS[rng.int(EXTRA_KEYS.length - 1)];
+      events.push(ev);
     }
     out.push(encodeBatch(1_700_000_000 + i / 7, events, encoding, rng.int(3) === 0 ? null : rng.int(4)));
   }
@@ -50,6 +56,17 @@ test('toy-engine batches in both encodings: the fast path takes them all and agr
   for (const encoding of ['array', 'map'] as const) {
     for (const p of engineBatches(encoding === 'array' ? 1 : 2, 400, encoding)) assert.is(agrees(p), 'fast', `a well-formed ${encoding} batch fell back`);
   }
+});
+
+test('salted batches (extra_keys of every shape) in both encodings: the fast path takes the ASCII ones and agrees', () => {
+  let salts = 0;
+  for (const encoding of ['array', 'map'] as const) {
+    for (const p of engineBatches(encoding === 'array' ? 7 : 8, 300, encoding, true)) {
+      assert.is(agrees(p), 'fast', `a well-formed salted ${encoding} batch fell back`);
+      for (const e of fast(p)!.events) if (e.kind === 'stored' && e.salt !== null) salts++;
+    }
+  }
+  assert.ok(salts > 50, `${salts} salts decoded`);
 });
 
 test('decodeKvEventBatch returns the same results through either path, payloads in SharedArrayBuffers too', () => {
@@ -75,6 +92,15 @@ test('edge shapes: declined or equal (floats, wide ints, non-ASCII, odd keys, ex
     [1, [['BlockStored', [2 ** 40], null, [1, 2, 3, 4], 4]]], // an integral float64 hash
     [1, [['BlockStored', [1], null, [1, 2, 3, 2 ** 32 - 1], 4, 7, 'cpu', 'ünïcode']]],
     [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', 'lora-a', null, 0x10000]]],
+    [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', null, [['salt'], null]]]],
+    [1, [['BlockStored', [1], 5, [1, 2, 3, 4], 4, null, 'GPU', null, [['salt'], null]]]],
+    [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', null, [['ünï'], null]]]],
+    [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', null, [[Uint8Array.of(1)], 'x']]]],
+    [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', null, [[1.5, 'a'], [[[]]]]]]],
+    [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', null, [new Map([['a', 'b']])]]]],
+    [1, [['BlockStored', [1], null, [1, 2, 3, 4], 4, null, 'GPU', null, []]]],
+    [1, [new Map<unknown, unknown>([['type', 'BlockStored'], ['extra_keys', [['first']]], ['block_hashes', [1]], ['token_ids', [1, 2, 3, 4]], ['block_size', 4], ['extra_keys', [['second']]]])]],
+    [1, [new Map<unknown, unknown>([['type', 'BlockStored'], ['extra_keys', [['x']]], ['block_hashes', [1]], ['token_ids', [1, 2, 3, 4]], ['block_size', 4], ['parent_block_hash', 3]])]],
     [1, [['BlockStored', [-5], -6n, [65535, 65536, 255, 256], 4, -1, 'DISK']]],
     [1, [['BlockRemoved', [1], null, 3]]],
     [1, [['BlockStored', [Uint8Array.of(1, 2, 3)], Uint8Array.of(9), [0, 0, 0, 0], 4]]],
@@ -105,7 +131,7 @@ test('edge shapes: declined or equal (floats, wide ints, non-ASCII, odd keys, ex
 
 test('every truncation, one-byte mutation and trailing byte of valid payloads: declined or equal', () => {
   const rng = createRng(99);
-  const samples = [...engineBatches(5, 12, 'array'), ...engineBatches(6, 12, 'map')];
+  const samples = [...engineBatches(5, 12, 'array'), ...engineBatches(6, 12, 'map'), ...engineBatches(9, 6, 'array', true), ...engineBatches(10, 6, 'map', true)];
   let checked = 0;
   for (const p of samples) {
     for (let cut = 0; cut < p.length; cut++) {
