@@ -49,6 +49,7 @@ export function main(argv: string[]): number | Promise<number> {
   }
   if (command === 'engine') return import('./engine.js').then((m) => m.runEngine(rest));
   if (command === 'proxy') return import('../proxy/cli.js').then((m) => m.runProxy(rest));
+  if (command === 'demo') return import('./demo.js').then((m) => m.runDemo(rest));
   if (command === 'hash') {
     const { values, positionals } = parseArgs({
       args: rest,
