@@ -21,6 +21,7 @@ import {
 import type { QualityResult } from './quality.ts';
 import type { IndexBenchResult } from './prefix-index.ts';
 import type { IngestBenchResult } from './ingest.ts';
+import type { ProxyBenchGroup } from './proxy.ts';
 import { OP_ROUTE_8K, type RouterBenchResult } from './router.ts';
 import { bestPeer, findTiming, fmtBytes, fmtNs, mdTable, section, type Timing } from './util.ts';
 
@@ -47,6 +48,7 @@ export interface GateInputs {
   readonly indexBench?: IndexBenchResult;
   readonly router?: RouterBenchResult;
   readonly ingest?: IngestBenchResult;
+  readonly proxy?: ProxyBenchGroup;
 }
 
 /** The node / bucket count the lookup gates are taken at. */
@@ -226,6 +228,34 @@ export function evaluateGates(inp: GateInputs): GateResult[] {
   // One drain applies at most its bound of records; p99.9 rather than the max, which on a shared VM is
   // also wherever the scheduler preempted the thread.
   check('target: drain duration p99.9 on the routing thread (event-loop pause)', false, ing?.pooled.pauseP999Ms, 1, false, (x) => `${x.toFixed(2)} ms`, ing ? `max ${ing.pooled.maxDrainPauseMs.toFixed(2)} ms; staleness p99 ${ing.pooled.stalenessP99Ms.toFixed(2)} ms` : undefined, ingestSkip);
+
+  // --- the reference proxy (bench/proxy.ts): 1,000 streaming requests/s, KV events at 100,000 blocks/s ---
+  // The issue's targets (TTFB overhead ≤ 0.3 ms median and ≤ 1 ms p99, event loop delay p99 ≤ 5 ms) are
+  // printed. The hard gates are what holds on a 2-core VM running the proxy, the engines and the load
+  // generator at once, often beside other jobs: p50 overhead 0.4–0.8 ms and p99 1–6 ms were measured
+  // there, so the gates sit well above (a proxy that buffered a stream or blocked its loop per request
+  // would add milliseconds to every request), and a run that did not offer the load is a failure.
+  const px = inp.proxy?.gated;
+  const proxySkip = notRun('proxy');
+  const msFmt = (x: number) => `${x.toFixed(2)} ms`;
+  const valid = px ? Math.min(px.direct.achievedPerS / px.ratePerS, px.proxy.achievedPerS / px.ratePerS, px.kvPublishedPerS / px.kvBlocksPerS) : undefined;
+  check(
+    'proxy bench offered its load: sent/s and KV blocks/s ÷ the asked rates (lowest), no request failed',
+    true,
+    px && px.direct.errors + px.proxy.errors === 0 ? valid : px ? 0 : undefined,
+    0.95,
+    true,
+    ratio,
+    px ? `sent ${px.direct.achievedPerS.toFixed(0)} / ${px.proxy.achievedPerS.toFixed(0)} req/s direct / proxy, KV ${Math.round(px.kvPublishedPerS).toLocaleString('en-US')} blocks/s, errors ${px.direct.errors + px.proxy.errors}` : undefined,
+    proxySkip,
+  );
+  const pxDetail = px ? `direct p50 ${msFmt(px.direct.p50Ms)} p99 ${msFmt(px.direct.p99Ms)}; proxy p50 ${msFmt(px.proxy.p50Ms)} p99 ${msFmt(px.proxy.p99Ms)}; ${px.ingest} ingest` : undefined;
+  check('proxy TTFB overhead p50 (proxy − direct), 1,000 streaming req/s, KV events 100,000 blocks/s', true, px?.overheadP50Ms, 2, false, msFmt, pxDetail, proxySkip);
+  check('proxy TTFB overhead p99 (proxy − direct), same run', true, px?.overheadP99Ms, 20, false, msFmt, undefined, proxySkip);
+  check('proxy event loop delay p99 under that load', true, px?.eventLoop.p99Ms, 15, false, msFmt, px ? `p50 ${msFmt(px.eventLoop.p50Ms)}, max ${msFmt(px.eventLoop.maxMs)}` : undefined, proxySkip);
+  check('target: proxy TTFB overhead p50 ≤ 0.3 ms', false, px?.overheadP50Ms, 0.3, false, msFmt, undefined, proxySkip);
+  check('target: proxy TTFB overhead p99 ≤ 1 ms', false, px?.overheadP99Ms, 1, false, msFmt, undefined, proxySkip);
+  check('target: proxy event loop delay p99 ≤ 5 ms while engines publish 100,000 blocks/s', false, px?.eventLoop.p99Ms, 5, false, msFmt, undefined, proxySkip);
 
   return gates;
 }

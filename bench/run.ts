@@ -4,8 +4,9 @@
  *
  * Prints Markdown to stdout (progress to stderr) and writes everything measured to
  * .bench-out/latest.json. Groups: 1 prefix hashing, 2 lookups, 3 quality, 4 heap growth, the prefix
- * index, routing decisions, KV event ingest (bench/ingest.ts: worker pool, ring, drain), 5 gates, then a
- * summary table for the README.
+ * index, routing decisions, KV event ingest (bench/ingest.ts: worker pool, ring, drain), the reference
+ * proxy's time-to-first-byte overhead and event loop delay (bench/proxy.ts), 5 gates, then a summary
+ * table for the README.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -21,6 +22,7 @@ import { loadPeers } from './peers.ts';
 import { runQuality, type QualityResult } from './quality.ts';
 import { runIndexBench, type IndexBenchResult } from './prefix-index.ts';
 import { runIngestBench, type IngestBenchResult } from './ingest.ts';
+import { runProxyBench, type ProxyBenchGroup } from './proxy.ts';
 import { runRouter, type RouterBenchResult } from './router.ts';
 import { summaryMarkdown } from './summary.ts';
 import { mdTable, parseConfig, type Timing } from './util.ts';
@@ -93,6 +95,7 @@ async function main(): Promise<number> {
   let indexBench: IndexBenchResult | undefined;
   let router: RouterBenchResult | undefined;
   let ingest: IngestBenchResult | undefined;
+  let proxy: ProxyBenchGroup | undefined;
   const timedAsync = async <T>(group: string, fn: () => Promise<T>): Promise<T> => {
     process.stderr.write(`bench: ${group} …\n`);
     const t0 = performance.now();
@@ -159,7 +162,14 @@ async function main(): Promise<number> {
     out(r.markdown);
   }
 
-  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench, router, ingest });
+  if (wants('proxy')) {
+    const r = await timedAsync('proxy', () => runProxyBench(cfg));
+    proxy = r.result;
+    json.proxy = proxy;
+    out(r.markdown);
+  }
+
+  const gates = evaluateGates({ attempts, timings, heap, quality, groupsRun, indexBench, router, ingest, proxy });
   out(gatesMarkdown(gates, cfg.ci));
   out(summaryMarkdown(timings, loaded.map((k) => k.name)));
 
