@@ -23,6 +23,9 @@ commands:
       --block N                block size in bytes (default 16)
       --model M --lora L --tenant T   namespace of the chain (model defaults to "default")
       --backend auto|wasm|native|js
+  engine [options]             an engine emulator: OpenAI API, vLLM metrics and KV events (--help for options)
+  proxy --config FILE          the reference proxy embedding the router (--help for options)
+  demo [options]               engines in two pools, the proxy, a trace replay and a live policy swap
   --version                    print the version
 ${SIM_USAGE}`;
 
