@@ -35,7 +35,7 @@
  * but never answers, steps nor publishes, "exit" ends the process (exit code 1).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { bearerToken, sha256, tokenMatches as bearerTokenMatches } from '../proxy/auth.js';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.js';
@@ -179,13 +179,9 @@ function intOption(v: unknown, what: string, min: number, max: number): number {
   return v;
 }
 
-/** The bearer token compared in constant time (digests first, so lengths do not leak either). */
+/** The bearer token compared in constant time (digests first, so lengths do not leak either): the proxy's check. */
 function tokenMatches(header: string | undefined, token: string): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const a = createHash('sha256').update(m[1]).digest();
-  const b = createHash('sha256').update(token).digest();
-  return timingSafeEqual(a, b);
+  return bearerTokenMatches(bearerToken(header), sha256(token));
 }
 
 function sseData(value: unknown): string {
