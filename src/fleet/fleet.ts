@@ -28,6 +28,12 @@ export interface PoolSpec {
   kvCapacityBlocks: number;
   /** Longest prompt + output a replica accepts, in tokens (default: unlimited). */
   maxContextTokens?: number;
+  /**
+   * Spillover order: the router sends a request to the lowest-ranked pool that has a replica able to
+   * meet the request's TTFT SLO (or any replica, without an SLO), and spills to the next rank when that
+   * pool is full or down (default 0: every pool on the same footing).
+   */
+  spilloverRank?: number;
   /** LoRA adapters the pool's replicas can serve (default: none; absent LoRA always allowed). */
   loras?: readonly string[];
 }
@@ -44,6 +50,7 @@ export interface PoolView extends Readonly<Omit<PoolSpec, 'loras'>> {
   readonly index: number;
   readonly loras: ReadonlySet<string>;
   readonly maxContextTokens: number;
+  readonly spilloverRank: number;
 }
 
 export interface ReplicaView {
@@ -106,6 +113,7 @@ function poolView(spec: PoolSpec, index: number): PoolView {
     model: spec.model,
     kvCapacityBlocks: spec.kvCapacityBlocks,
     maxContextTokens,
+    spilloverRank: spec.spilloverRank === undefined ? 0 : checkInteger(spec.spilloverRank, `${where}.spilloverRank`, 0, 1_000_000, 'DYSTRO_ERR_INVALID_CONFIG'),
     loras: new Set(spec.loras ?? []),
     index,
   });

@@ -319,7 +319,28 @@ export class Router {
     this.rollout.onFleet(snapshot);
   }
 
+  /** Per model, the eligible slots of each spillover rank, lowest rank first (only when ranks are used). */
+  private eligibleByRank = new Map<string, { rank: number; slots: Int32Array }[]>();
+  private hasRanks = false;
+  /** During one decision: only candidates of this spillover rank (−1: any). */
+  private rankOnly = -1;
+
   private rebuildEligible(snapshot: FleetSnapshot): void {
+    this.hasRanks = snapshot.pools.some((p) => p.spilloverRank !== 0);
+    const byRank = new Map<string, Map<number, number[]>>();
+    if (this.hasRanks) {
+      for (const r of snapshot.replicas) {
+        if (r.drained || r.health !== 'healthy') continue;
+        let m = byRank.get(r.pool.model);
+        if (!m) byRank.set(r.pool.model, (m = new Map()));
+        const l = m.get(r.pool.spilloverRank) ?? [];
+        l.push(r.slot);
+        m.set(r.pool.spilloverRank, l);
+      }
+    }
+    this.eligibleByRank = new Map(
+      [...byRank].map(([model, m]) => [model, [...m].sort((a, b) => a[0] - b[0]).map(([rank, l]) => ({ rank, slots: Int32Array.from(l) }))]),
+    );
     const byModel = new Map<string, number[]>();
     for (const r of snapshot.replicas) {
       if (r.drained || r.health !== 'healthy') continue;
@@ -589,13 +610,20 @@ export class Router {
     // 3. Candidates: replicas holding the prefix, plus a sample of the others (sub-linear in fleet size).
     const eligible = this.eligibleByModel.get(req.model);
     s.eligible = eligible ?? EMPTY_SLOTS;
+    this.rankOnly = -1;
     if (eligible && eligible.length > 0) {
       if (s.promptBlocks > 0) this.addMatchedCandidates(req, snapshot);
-      if (eligible.length <= this.sampleCandidates * 2) {
-        for (let i = 0; i < eligible.length; i++) this.tryCandidate(eligible[i], req, snapshot);
-      } else {
-        for (let k = 0; k < this.sampleCandidates; k++) this.tryCandidate(eligible[this.rng.int(eligible.length)], req, snapshot);
+      const ranks = this.hasRanks ? this.eligibleByRank.get(req.model) : undefined;
+      // With spillover ranks, every rank gets its own sample, so the preferred pool is always looked at.
+      for (const group of ranks ?? [{ rank: 0, slots: eligible }]) {
+        const list = group.slots;
+        if (list.length <= this.sampleCandidates * 2) {
+          for (let i = 0; i < list.length; i++) this.tryCandidate(list[i], req, snapshot);
+        } else {
+          for (let k = 0; k < this.sampleCandidates; k++) this.tryCandidate(list[this.rng.int(list.length)], req, snapshot);
+        }
       }
+      if (ranks && s.n > 0) this.keepPreferredRank(ranks, sloClass.ttftMs, snapshot);
     }
 
     // 4. Policy: the live one, or the canary for its seeded share; then the shadow beside it.
@@ -691,6 +719,47 @@ export class Router {
     }
   }
 
+  /**
+   * Spillover: keeps only the candidates of the lowest rank that has one predicted to meet the TTFT SLO
+   * (a pool that is full or down has none), and holds the policy to that rank. When no rank can meet it,
+   * nothing is removed and admission decides (queue, shed, or the best replica anywhere).
+   */
+  private keepPreferredRank(ranks: readonly { rank: number }[], ttftMs: number, snapshot: FleetSnapshot): void {
+    const s = this.scratch;
+    let chosen = -1;
+    for (const { rank } of ranks) {
+      for (let i = 0; i < s.n; i++) {
+        if (snapshot.bySlot[s.slots[i]]!.pool.spilloverRank === rank && s.predictedTtftMs[i] <= ttftMs) {
+          chosen = rank;
+          break;
+        }
+      }
+      if (chosen >= 0) break;
+    }
+    if (chosen < 0) return;
+    let w = 0;
+    for (let i = 0; i < s.n; i++) {
+      const slot = s.slots[i];
+      if (snapshot.bySlot[slot]!.pool.spilloverRank !== chosen) {
+        s.candGen[slot] = 0;
+        continue;
+      }
+      if (w !== i) {
+        s.slots[w] = slot;
+        s.cachedBlocks[w] = s.cachedBlocks[i];
+        s.gpuBlocks[w] = s.gpuBlocks[i];
+        s.cpuBlocks[w] = s.cpuBlocks[i];
+        s.diskBlocks[w] = s.diskBlocks[i];
+        s.predictedTtftMs[w] = s.predictedTtftMs[i];
+        s.scores[w] = s.scores[i];
+        s.candIndex[slot] = w;
+      }
+      w++;
+    }
+    s.n = w;
+    this.rankOnly = chosen;
+  }
+
   /** Adds a slot as a candidate when eligible for this request; returns its index or −1. */
   private tryCandidate(slot: number, req: RouteRequest, snapshot: FleetSnapshot): number {
     const s = this.scratch;
@@ -700,6 +769,7 @@ export class Router {
     if (this.exclude !== null && this.exclude.includes(r.id)) return -1;
     if (req.lora && !r.pool.loras.has(req.lora)) return -1;
     if (s.promptTokens + s.outputTokens > r.pool.maxContextTokens) return -1;
+    if (this.rankOnly >= 0 && r.pool.spilloverRank !== this.rankOnly) return -1;
     return s.candidateOf(slot, r.pool);
   }
 
@@ -716,6 +786,7 @@ export class Router {
     if (tenantShed > 0) return this.shed(s, sloClass, 'tenant-over-quota', tenantShed);
     if (chosen >= 0 && s.predictedTtftMs[chosen] <= sloClass.ttftMs) return this.commit(s, chosen, sloClass);
     // The policy's choice misses the SLO (or it refused all): is there any replica that can make it?
+    this.rankOnly = -1;
     this.addAllEligible(eligible, req, snapshot);
     let best = -1;
     for (let i = 0; i < s.n; i++) if (best < 0 || s.predictedTtftMs[i] < s.predictedTtftMs[best]) best = i;
