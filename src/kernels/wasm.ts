@@ -597,6 +597,31 @@ class WasmBackend implements KernelBackend {
     return r;
   }
 
+  /** Where stageBounded put the loads, shares and output of a bounded-load call (scratch addresses). */
+  private boundedLoadsPtr = 0;
+  private boundedSharesPtr = 0;
+  private boundedOutPtr = 0;
+
+  /**
+   * Stages a bounded-load call's inputs in scratch — keys, then loads (8-byte aligned), shares, then room
+   * for the output — shared by the ring and Maglev variants. Returns the keys' address, or −1.
+   */
+  private stageBounded(keys: BigUint64Array, loads: Uint32Array, shares: Float64Array, out: Int32Array): number {
+    const count = keys.length;
+    const loadsAt = count * 8;
+    const sharesAt = loadsAt + alignUp(loads.length * 4, 8);
+    const outAt = sharesAt + shares.length * 8;
+    const ptr = this.scratch(outAt + Math.min(out.length, count) * 4);
+    if (ptr < 0) return -1;
+    this.u64.set(keys, ptr >>> 3);
+    this.u32.set(loads, (ptr + loadsAt) >>> 2);
+    this.f64.set(shares, (ptr + sharesAt) >>> 3);
+    this.boundedLoadsPtr = ptr + loadsAt;
+    this.boundedSharesPtr = ptr + sharesAt;
+    this.boundedOutPtr = ptr + outAt;
+    return ptr;
+  }
+
   ringAssignBounded(
     table: KernelTable,
     keys: BigUint64Array,
@@ -607,16 +632,8 @@ class WasmBackend implements KernelBackend {
   ): number {
     const t = this.own(table);
     if (t === null) return Status.BAD_ARG;
-    const count = keys.length;
-    const cap = Math.min(out.length, count);
-    const loadsAt = count * 8;
-    const sharesAt = loadsAt + alignUp(loads.length * 4, 8);
-    const outAt = sharesAt + shares.length * 8;
-    const ptr = this.scratch(outAt + cap * 4);
+    const ptr = this.stageBounded(keys, loads, shares, out);
     if (ptr < 0) return Status.NO_MEMORY;
-    this.u64.set(keys, ptr >>> 3);
-    this.u32.set(loads, (ptr + loadsAt) >>> 2);
-    this.f64.set(shares, (ptr + sharesAt) >>> 3);
     const r = this.x.ringAssignBounded(
       t.a,
       t.b,
@@ -625,18 +642,18 @@ class WasmBackend implements KernelBackend {
       t.bits,
       t.nodeCount,
       ptr,
-      count,
-      ptr + loadsAt,
+      keys.length,
+      this.boundedLoadsPtr,
       loads.length,
-      ptr + sharesAt,
+      this.boundedSharesPtr,
       shares.length,
       c,
-      ptr + outAt,
-      cap,
+      this.boundedOutPtr,
+      Math.min(out.length, keys.length),
     );
     if (r >= 0) {
-      this.copyI32Out(ptr + outAt, count, out);
-      this.copyU32Out(ptr + loadsAt, loads.length, loads);
+      this.copyI32Out(this.boundedOutPtr, keys.length, out);
+      this.copyU32Out(this.boundedLoadsPtr, loads.length, loads);
     }
     return r;
   }
@@ -703,33 +720,25 @@ class WasmBackend implements KernelBackend {
   ): number {
     const t = this.own(table);
     if (t === null) return Status.BAD_ARG;
-    const count = keys.length;
-    const cap = Math.min(out.length, count);
-    const loadsAt = count * 8;
-    const sharesAt = loadsAt + alignUp(loads.length * 4, 8);
-    const outAt = sharesAt + shares.length * 8;
-    const ptr = this.scratch(outAt + cap * 4);
+    const ptr = this.stageBounded(keys, loads, shares, out);
     if (ptr < 0) return Status.NO_MEMORY;
-    this.u64.set(keys, ptr >>> 3);
-    this.u32.set(loads, (ptr + loadsAt) >>> 2);
-    this.f64.set(shares, (ptr + sharesAt) >>> 3);
     const r = this.x.maglevAssignBounded(
       t.a,
       t.n,
       t.nodeCount,
       ptr,
-      count,
-      ptr + loadsAt,
+      keys.length,
+      this.boundedLoadsPtr,
       loads.length,
-      ptr + sharesAt,
+      this.boundedSharesPtr,
       shares.length,
       c,
-      ptr + outAt,
-      cap,
+      this.boundedOutPtr,
+      Math.min(out.length, keys.length),
     );
     if (r >= 0) {
-      this.copyI32Out(ptr + outAt, count, out);
-      this.copyU32Out(ptr + loadsAt, loads.length, loads);
+      this.copyI32Out(this.boundedOutPtr, keys.length, out);
+      this.copyU32Out(this.boundedLoadsPtr, loads.length, loads);
     }
     return r;
   }
